@@ -1,0 +1,142 @@
+//! The [`Broker`] trait every backend implements, and its value types.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use palaver_protocol::{
+    ClientMessageId, Envelope, Epoch, HistoryQuery, PresenceState, RoomName, Seq, StoredMessage,
+    UserName,
+};
+
+/// Where a broker delivers the events of subscribed rooms (the node's hub).
+///
+/// `deliver` is called in channel order for each room, from the broker's own
+/// task; it must not block (the hub only does `try_send`s).
+pub trait Inbox: Send + Sync + 'static {
+    /// One event of a subscribed room.
+    fn deliver(&self, envelope: Envelope);
+    /// The bus connection was lost (`false`) or is back with every room
+    /// re-subscribed (`true`). Events published in between were not delivered;
+    /// the inbox recovers them from history.
+    fn bus_state(&self, up: bool);
+}
+
+/// A message to sequence: everything but the sequence number and timestamp.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The sender's client message id (idempotency key, with `user`).
+    pub id: ClientMessageId,
+    /// The sender.
+    pub user: UserName,
+    /// Validated text.
+    pub text: String,
+    /// W3C `traceparent` of the publishing span.
+    pub trace: Option<String>,
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// The message's sequence number (the original one for a duplicate).
+    pub seq: Seq,
+    /// True when this (user, id) was already sequenced; nothing new was stored or sent.
+    pub duplicate: bool,
+}
+
+/// Where a room's history stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomHead {
+    /// Current epoch.
+    pub epoch: Epoch,
+    /// Latest sequence number (0 when the room has no messages).
+    pub head: Seq,
+    /// Oldest sequence number still retained (`head + 1` when none are).
+    pub first: Seq,
+}
+
+/// A page of history plus where the room stands.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Epoch, head and retention of the room when the page was read.
+    pub head: RoomHead,
+    /// Messages, ascending by sequence.
+    pub messages: Vec<StoredMessage>,
+    /// True when more messages lie beyond the page in the direction read.
+    pub more: bool,
+}
+
+/// Broker failures. `Unavailable` is retryable and reaches clients as the
+/// `unavailable` error code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// The backing store or bus cannot be reached right now.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The store returned something this node cannot understand.
+    #[error("broker data corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Shared handle to a broker.
+pub type SharedBroker = Arc<dyn Broker>;
+
+/// Sequencing, history, presence and the bus for one room namespace.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Assigns the room's next sequence number, appends the message to history
+    /// and publishes it to every subscribed node, atomically: subscribers see
+    /// messages in sequence order. A repeated (user, id) within the history
+    /// window returns the original sequence with `duplicate: true`.
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError>;
+
+    /// Publishes an ephemeral presence event (not sequenced, not stored).
+    async fn signal(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        state: PresenceState,
+        trace: Option<String>,
+    ) -> Result<(), BrokerError>;
+
+    /// Adds one local interest in the room; the first one subscribes this node
+    /// to the room's channel. Returns once live events will be delivered.
+    async fn subscribe(&self, room: &RoomName) -> Result<(), BrokerError>;
+
+    /// Drops one local interest; the last one unsubscribes the node.
+    async fn unsubscribe(&self, room: &RoomName);
+
+    /// Reads where the room's history stands.
+    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError>;
+
+    /// Reads a page of history.
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError>;
+
+    /// Records one connection of `user` in the room; true when it is the
+    /// user's first in the room across the cluster.
+    async fn presence_join(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        session: &str,
+    ) -> Result<bool, BrokerError>;
+
+    /// Removes one connection of `user`; true when it was the user's last.
+    async fn presence_leave(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        session: &str,
+    ) -> Result<bool, BrokerError>;
+
+    /// Users present in the room across the cluster, sorted.
+    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError>;
+
+    /// Whether the broker can serve traffic now (for `/readyz`).
+    fn is_ready(&self) -> bool;
+}

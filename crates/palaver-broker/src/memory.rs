@@ -1,0 +1,312 @@
+//! The single-node broker: sequencing, history and presence in process memory.
+//!
+//! Each room has its own mutex over a sequence counter and a bounded ring of
+//! history; a publish sequences, stores and delivers under that one lock, so
+//! the inbox sees each room's messages in sequence order without any global
+//! lock. A room's epoch is drawn when the room is first touched, so a
+//! restarted node announces a new epoch and resuming clients learn that their
+//! sequence numbers no longer apply.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use palaver_protocol::{
+    BusEvent, ClientMessageId, Envelope, HistoryQuery, PresenceState, RoomName, StoredMessage,
+    UserName,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::{
+    broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
+    util::{new_epoch, now_ms},
+};
+
+/// In-process broker for a single node.
+pub struct MemoryBroker {
+    inbox: Arc<dyn Inbox>,
+    capacity: usize,
+    rooms: RwLock<HashMap<RoomName, Arc<Mutex<RoomLog>>>>,
+    presence: Mutex<HashMap<RoomName, HashMap<UserName, usize>>>,
+}
+
+/// One room's sequence, bounded history and idempotency index.
+struct RoomLog {
+    head: RoomHead,
+    ring: VecDeque<StoredMessage>,
+    ids: HashMap<(UserName, ClientMessageId), u64>,
+}
+
+impl RoomLog {
+    fn new() -> Self {
+        RoomLog {
+            head: RoomHead { epoch: new_epoch(), head: 0, first: 1 },
+            ring: VecDeque::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    fn append(&mut self, msg: StoredMessage, capacity: usize) {
+        if self.ring.len() == capacity
+            && let Some(old) = self.ring.pop_front()
+        {
+            self.ids.remove(&(old.user, old.id));
+            self.head.first = old.seq + 1;
+        }
+        self.ids.insert((msg.user.clone(), msg.id.clone()), msg.seq);
+        self.head.head = msg.seq;
+        self.ring.push_back(msg);
+    }
+
+    fn page(&self, query: HistoryQuery) -> HistoryPage {
+        let first = self.head.first;
+        let index_of = |seq: u64| (seq.saturating_sub(first)) as usize;
+        let (range, more) = match query {
+            HistoryQuery::Before { before, limit } => {
+                let end = before.map_or(self.ring.len(), |b| index_of(b).min(self.ring.len()));
+                let start = end.saturating_sub(limit as usize);
+                (start..end, start > 0)
+            }
+            HistoryQuery::After { after, limit } => {
+                let start = index_of(after.saturating_add(1)).min(self.ring.len());
+                let end = (start + limit as usize).min(self.ring.len());
+                (start..end, end < self.ring.len())
+            }
+        };
+        HistoryPage {
+            head: self.head.clone(),
+            messages: self.ring.range(range).cloned().collect(),
+            more,
+        }
+    }
+}
+
+impl MemoryBroker {
+    /// A broker keeping up to `capacity` messages of history per room.
+    pub fn new(inbox: Arc<dyn Inbox>, capacity: usize) -> Self {
+        MemoryBroker {
+            inbox,
+            capacity: capacity.max(1),
+            rooms: RwLock::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn room(&self, room: &RoomName) -> Arc<Mutex<RoomLog>> {
+        if let Some(log) = self.rooms.read().get(room) {
+            return log.clone();
+        }
+        self.rooms
+            .write()
+            .entry(room.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(RoomLog::new())))
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
+        let log = self.room(room);
+        let mut log = log.lock();
+        let key = (draft.user, draft.id);
+        if let Some(&seq) = log.ids.get(&key) {
+            return Ok(Published { epoch: log.head.epoch.clone(), seq, duplicate: true });
+        }
+        let (user, id) = key;
+        let message =
+            StoredMessage { seq: log.head.head + 1, id, user, text: draft.text, ts: now_ms() };
+        let seq = message.seq;
+        let epoch = log.head.epoch.clone();
+        log.append(message.clone(), self.capacity);
+        // Delivered under the room lock: the next publish cannot overtake this one.
+        self.inbox.deliver(Envelope {
+            room: room.clone(),
+            event: BusEvent::Message { epoch: epoch.clone(), message },
+            trace: draft.trace,
+        });
+        Ok(Published { epoch, seq, duplicate: false })
+    }
+
+    async fn signal(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        state: PresenceState,
+        trace: Option<String>,
+    ) -> Result<(), BrokerError> {
+        self.inbox.deliver(Envelope {
+            room: room.clone(),
+            event: BusEvent::Presence { user: user.clone(), state },
+            trace,
+        });
+        Ok(())
+    }
+
+    async fn subscribe(&self, _room: &RoomName) -> Result<(), BrokerError> {
+        // Every publish is delivered to the one local inbox; nothing to subscribe.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _room: &RoomName) {}
+
+    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
+        Ok(self.room(room).lock().head.clone())
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        Ok(self.room(room).lock().page(query))
+    }
+
+    async fn presence_join(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        _session: &str,
+    ) -> Result<bool, BrokerError> {
+        let mut presence = self.presence.lock();
+        let count = presence.entry(room.clone()).or_default().entry(user.clone()).or_insert(0);
+        *count += 1;
+        Ok(*count == 1)
+    }
+
+    async fn presence_leave(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        _session: &str,
+    ) -> Result<bool, BrokerError> {
+        let mut presence = self.presence.lock();
+        let Some(users) = presence.get_mut(room) else { return Ok(false) };
+        let Some(count) = users.get_mut(user) else { return Ok(false) };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(false);
+        }
+        users.remove(user);
+        if users.is_empty() {
+            presence.remove(room);
+        }
+        Ok(true)
+    }
+
+    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
+        let presence = self.presence.lock();
+        let mut users: Vec<UserName> =
+            presence.get(room).map(|u| u.keys().cloned().collect()).unwrap_or_default();
+        users.sort();
+        Ok(users)
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Envelope>>);
+
+    impl Inbox for Recorder {
+        fn deliver(&self, envelope: Envelope) {
+            self.0.lock().push(envelope);
+        }
+        fn bus_state(&self, _up: bool) {}
+    }
+
+    fn draft(user: &str, id: &str) -> Draft {
+        Draft {
+            id: ClientMessageId::parse(id).expect("valid"),
+            user: UserName::parse(user).expect("valid"),
+            text: format!("text {id}"),
+            trace: None,
+        }
+    }
+
+    fn room() -> RoomName {
+        RoomName::parse("lobby").expect("valid")
+    }
+
+    #[tokio::test]
+    async fn sequences_and_delivers_in_order() {
+        let inbox = Arc::new(Recorder::default());
+        let broker = MemoryBroker::new(inbox.clone(), 10);
+        for i in 1..=5 {
+            let p = broker.publish(&room(), draft("ann", &format!("m{i}"))).await.expect("ok");
+            assert_eq!(p.seq, i);
+            assert!(!p.duplicate);
+        }
+        let seqs: Vec<u64> = inbox
+            .0
+            .lock()
+            .iter()
+            .map(|e| match &e.event {
+                BusEvent::Message { message, .. } => message.seq,
+                BusEvent::Presence { .. } => 0,
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn idempotent_per_user_and_id() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 10);
+        let a = broker.publish(&room(), draft("ann", "x")).await.expect("ok");
+        let b = broker.publish(&room(), draft("ann", "x")).await.expect("ok");
+        let c = broker.publish(&room(), draft("bob", "x")).await.expect("ok");
+        assert_eq!((a.seq, b.seq, b.duplicate, c.seq), (1, 1, true, 2));
+    }
+
+    #[tokio::test]
+    async fn ring_bounds_history_and_pages() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 5);
+        for i in 1..=8 {
+            broker.publish(&room(), draft("ann", &format!("m{i}"))).await.expect("ok");
+        }
+        let head = broker.head(&room()).await.expect("ok");
+        assert_eq!((head.head, head.first), (8, 4));
+        let seqs = |p: &HistoryPage| p.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+        let latest = broker
+            .history(&room(), HistoryQuery::Before { before: None, limit: 2 })
+            .await
+            .expect("ok");
+        assert_eq!((seqs(&latest), latest.more), (vec![7, 8], true));
+        let older = broker
+            .history(&room(), HistoryQuery::Before { before: Some(7), limit: 10 })
+            .await
+            .expect("ok");
+        assert_eq!((seqs(&older), older.more), (vec![4, 5, 6], false));
+        let after =
+            broker.history(&room(), HistoryQuery::After { after: 5, limit: 2 }).await.expect("ok");
+        assert_eq!((seqs(&after), after.more), (vec![6, 7], true));
+        let trimmed = broker
+            .history(&room(), HistoryQuery::After { after: 1, limit: 100 })
+            .await
+            .expect("ok");
+        assert_eq!(seqs(&trimmed), vec![4, 5, 6, 7, 8]);
+        // The evicted message's id is forgotten with it.
+        let again = broker.publish(&room(), draft("ann", "m1")).await.expect("ok");
+        assert!(!again.duplicate);
+    }
+
+    #[tokio::test]
+    async fn presence_counts_connections_per_user() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 5);
+        let ann = UserName::parse("ann").expect("valid");
+        assert!(broker.presence_join(&room(), &ann, "s1").await.expect("ok"));
+        assert!(!broker.presence_join(&room(), &ann, "s2").await.expect("ok"));
+        assert_eq!(broker.members(&room()).await.expect("ok"), vec![ann.clone()]);
+        assert!(!broker.presence_leave(&room(), &ann, "s1").await.expect("ok"));
+        assert!(broker.presence_leave(&room(), &ann, "s2").await.expect("ok"));
+        assert!(broker.members(&room()).await.expect("ok").is_empty());
+    }
+}

@@ -1,0 +1,364 @@
+//! The cluster broker: stateless gateway nodes sharing one Redis.
+//!
+//! Redis holds everything nodes must agree on (sequence numbers, history,
+//! idempotency, presence) and carries room events between nodes over pub/sub.
+//! Each publish is one Lua script that sequences, stores and `PUBLISH`es, so
+//! every subscriber sees a room's messages in sequence order and Redis is
+//! touched once per message, never once per delivery.
+//!
+//! # Key layout
+//!
+//! `{prefix}` defaults to `palaver`. The room name sits in braces: room names
+//! may contain `:` but never braces, so one room's keys can never be mistaken
+//! for another's (the braces also make them a Redis Cluster hash tag).
+//!
+//! | key | type | holds |
+//! |-----|------|-------|
+//! | `{prefix}:room:{<room>}:epoch` | string | history epoch (16 hex digits) |
+//! | `{prefix}:room:{<room>}:seq` | string | latest sequence number (`INCR`) |
+//! | `{prefix}:room:{<room>}:stream` | stream | history, entry id `<seq>-1`, fields `u` user, `i` client id, `t` text, `ts` ms; `MAXLEN ~ history_max` |
+//! | `{prefix}:room:{<room>}:ids` | zset | idempotency: member `"<id> <user>"`, score seq; trimmed to the last `history_max` seqs |
+//! | `{prefix}:room:{<room>}:presence` | zset | member user, score latest expiry (ms, Redis clock) of the user's entries |
+//! | `{prefix}:room:{<room>}:presence:<user>` | zset | member `<node>/<session>`, score expiry (ms) |
+//!
+//! | channel | carries |
+//! |---------|---------|
+//! | `{prefix}:room:{<room>}` | JSON [`Envelope`]s: messages (in seq order) and presence events |
+//!
+//! The four history keys share one TTL (`room_ttl`, default 7 days) that
+//! publishes refresh (reads too, when less than half is left); an idle room
+//! expires whole. If a room's `epoch` or `seq` is missing (expired, evicted,
+//! Redis restarted empty) the next publish or read starts a new epoch and
+//! sequence numbers restart at 1, which tells resuming clients their
+//! positions no longer apply. Presence keys expire `3 × presence_ttl` after
+//! their last refresh.
+//!
+//! # Modules
+//!
+//! - [`keys`]: names and the pre-encoded envelope pieces the scripts splice.
+//! - [`scripts`]: the Lua scripts and decoding of their replies.
+//! - [`connections`]: command connections (deadpool-redis) with a deadline per command.
+//! - [`pubsub`]: refcounted subscriptions, the reconnecting supervisor, the reader.
+//! - [`history`]: head and history reads, coalesced by [`flight`].
+//! - [`presence`]: cluster-wide presence with expiring entries.
+//! - [`stats`]: counters for metrics.
+
+mod connections;
+mod flight;
+mod history;
+mod keys;
+mod presence;
+mod pubsub;
+mod scripts;
+mod stats;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use palaver_protocol::{BusEvent, Envelope, HistoryQuery, PresenceState, RoomName, UserName};
+use parking_lot::Mutex;
+use redis::{RedisResult, aio::MultiplexedConnection};
+use tokio::{
+    sync::{Semaphore, oneshot},
+    task::JoinSet,
+    time::timeout,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::stats::{RedisStats, RedisStatsSnapshot};
+use self::{
+    connections::CommandPool,
+    flight::SingleFlight,
+    history::Read,
+    keys::{RoomKeys, idempotency_member, message_envelope_parts},
+    presence::LocalPresence,
+    pubsub::Bus,
+    scripts::{Scripts, decode_publish},
+    stats::add,
+};
+use crate::{
+    broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
+    util::{new_epoch, now_ms},
+};
+
+/// Settings of the Redis broker; [`RedisConfig::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Namespace of every key and channel, so several deployments can share a Redis.
+    pub prefix: String,
+    /// This node's id; it owns the presence entries it creates.
+    pub node_id: String,
+    /// Messages kept per room (stream `MAXLEN ~`), which is also the
+    /// idempotency window. Default 1000.
+    pub history_max: usize,
+    /// A room whose history is untouched this long expires. Default 7 days.
+    pub room_ttl: Duration,
+    /// A presence entry not refreshed this long is dead; the node refreshes
+    /// its own every third of it. Default 30 s.
+    pub presence_ttl: Duration,
+    /// Deadline of every Redis command, connecting included; past it the
+    /// call fails with [`BrokerError::Unavailable`]. Default 2 s.
+    pub command_timeout: Duration,
+    /// Most head/history reads in flight to Redis at once. Default 64.
+    pub max_concurrent_reads: usize,
+    /// Multiplexed command connections (each carries concurrent commands). Default 4.
+    pub connections: usize,
+    /// How often the pub/sub connection is pinged to detect a silent failure. Default 1 s.
+    pub heartbeat: Duration,
+    /// Cancelling it stops the broker's background tasks (dropping the broker does too).
+    pub shutdown: CancellationToken,
+}
+
+impl RedisConfig {
+    /// A config with every default, for `url` and this node's `node_id`.
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "palaver".into(),
+            node_id: node_id.into(),
+            history_max: 1000,
+            room_ttl: Duration::from_secs(7 * 24 * 3600),
+            presence_ttl: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(2),
+            max_concurrent_reads: 64,
+            connections: 4,
+            heartbeat: Duration::from_secs(1),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// State shared by the broker handle and its background tasks (which must
+/// not keep the handle itself alive, or dropping it would stop nothing).
+struct Core {
+    config: RedisConfig,
+    inbox: Arc<dyn Inbox>,
+    commands: CommandPool,
+    scripts: Scripts,
+    bus: Bus,
+    presence: LocalPresence,
+    reads: Arc<SingleFlight<(RoomName, Read), HistoryPage>>,
+    read_permits: Semaphore,
+    stats: RedisStats,
+}
+
+impl Core {
+    /// Runs one command, counting failures.
+    async fn command<T, F, Fut>(&self, command: F) -> Result<T, BrokerError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let result = self.commands.run(command).await;
+        if result.is_err() {
+            add(&self.stats.command_errors, 1);
+        }
+        result
+    }
+
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let ts = now_ms();
+        let [head, middle, tail] = message_envelope_parts(room, &draft, ts);
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        invocation
+            .key(&keys.epoch)
+            .key(&keys.seq)
+            .key(&keys.stream)
+            .key(&keys.ids)
+            .arg(new_epoch().as_str())
+            .arg(self.config.room_ttl.as_millis() as u64)
+            .arg(self.config.history_max)
+            .arg(idempotency_member(&draft.user, &draft.id))
+            .arg(draft.user.as_str())
+            .arg(draft.id.as_str())
+            .arg(&draft.text)
+            .arg(ts)
+            .arg(&keys.channel)
+            .arg(head)
+            .arg(middle)
+            .arg(tail);
+        let reply: redis::Value = self
+            .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let reply = decode_publish(&reply)?;
+        if reply.duplicate {
+            add(&self.stats.duplicates, 1);
+        } else {
+            add(&self.stats.publishes, 1);
+        }
+        Ok(Published { epoch: reply.epoch, seq: reply.seq, duplicate: reply.duplicate })
+    }
+
+    async fn signal(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        state: PresenceState,
+        trace: Option<String>,
+    ) -> Result<(), BrokerError> {
+        let payload = Envelope {
+            room: room.clone(),
+            event: BusEvent::Presence { user: user.clone(), state },
+            trace,
+        }
+        .to_json();
+        let channel = keys::channel(&self.config.prefix, room);
+        let _receivers: i64 = self
+            .command(|mut conn| async move {
+                redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut conn).await
+            })
+            .await?;
+        add(&self.stats.signals, 1);
+        Ok(())
+    }
+}
+
+/// [`Broker`] backed by Redis, for a cluster of gateway nodes.
+///
+/// Created with [`RedisBroker::connect`]; its background tasks (the pub/sub
+/// supervisor and the presence refresher) run until the config's `shutdown`
+/// token is cancelled, [`RedisBroker::close`] is called, or it is dropped.
+pub struct RedisBroker {
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl RedisBroker {
+    /// Starts the broker on the current tokio runtime.
+    ///
+    /// Fails only on a config that cannot work (an invalid URL). If Redis is
+    /// unreachable the broker still starts, not ready, and keeps connecting
+    /// in the background: a node must not crash-loop because Redis is late.
+    /// Returns after the first connection attempt (or `command_timeout`), so
+    /// with a healthy Redis the broker is ready on return.
+    pub async fn connect(
+        config: RedisConfig,
+        inbox: Arc<dyn Inbox>,
+    ) -> Result<Arc<RedisBroker>, BrokerError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| BrokerError::Unavailable(format!("invalid redis url: {e}")))?;
+        let commands = CommandPool::new(&config.url, config.connections, config.command_timeout)?;
+        let shutdown = config.shutdown.child_token();
+        let core = Arc::new(Core {
+            inbox,
+            commands,
+            scripts: Scripts::new(),
+            bus: Bus::new(config.prefix.clone(), config.command_timeout),
+            presence: LocalPresence::new(),
+            reads: SingleFlight::new(),
+            read_permits: Semaphore::new(config.max_concurrent_reads.max(1)),
+            stats: RedisStats::default(),
+            config: RedisConfig {
+                history_max: config.history_max.max(1),
+                presence_ttl: config.presence_ttl.max(Duration::from_millis(100)),
+                ..config
+            },
+        });
+        let (first_attempt, attempted) = oneshot::channel();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(pubsub::supervise(core.clone(), client, shutdown.clone(), first_attempt));
+        tasks.spawn(presence::maintain(core.clone(), shutdown.clone()));
+        let _ = timeout(core.config.command_timeout, attempted).await;
+        info!(
+            node = %core.config.node_id,
+            prefix = %core.config.prefix,
+            ready = core.bus.is_up(),
+            "redis broker started"
+        );
+        Ok(Arc::new(RedisBroker { core, shutdown, tasks: Mutex::new(tasks) }))
+    }
+
+    /// The broker's counters, for metrics.
+    pub fn stats(&self) -> &RedisStats {
+        &self.core.stats
+    }
+
+    /// Stops the background tasks and waits for them. Presence entries this
+    /// node still holds are not removed; they expire and are swept.
+    pub async fn close(&self) {
+        self.shutdown.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
+        while let Some(result) = tasks.join_next().await {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                warn!(node = %self.core.config.node_id, error = %e, "broker task panicked");
+            }
+        }
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        // The JoinSet aborts whatever is left when it drops.
+        self.shutdown.cancel();
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
+        self.core.publish(room, draft).await
+    }
+
+    async fn signal(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        state: PresenceState,
+        trace: Option<String>,
+    ) -> Result<(), BrokerError> {
+        self.core.signal(room, user, state, trace).await
+    }
+
+    async fn subscribe(&self, room: &RoomName) -> Result<(), BrokerError> {
+        self.core.bus.subscribe(room).await
+    }
+
+    async fn unsubscribe(&self, room: &RoomName) {
+        self.core.bus.unsubscribe(room).await
+    }
+
+    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
+        Ok(self.core.read(room, Read::Head).await?.head)
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.core.read(room, query.into()).await
+    }
+
+    async fn presence_join(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        session: &str,
+    ) -> Result<bool, BrokerError> {
+        self.core.presence_join(room, user, session).await
+    }
+
+    async fn presence_leave(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        session: &str,
+    ) -> Result<bool, BrokerError> {
+        self.core.presence_leave(room, user, session).await
+    }
+
+    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
+        self.core.members(room).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.core.bus.is_up()
+    }
+}

@@ -1,0 +1,86 @@
+//! Node-wide state shared by every connection.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use palaver_broker::broker::SharedBroker;
+use palaver_hub::{ClientConfig, Hub};
+use palaver_protocol::Limits;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::config::Config;
+
+/// Everything a connection needs from its node. One per process, in an `Arc`.
+pub struct App {
+    /// The node's configuration.
+    pub config: Config,
+    /// This node's id.
+    pub node_id: String,
+    /// Local rooms and fan-out.
+    pub hub: Arc<Hub>,
+    /// Sequencing, history, presence and the bus.
+    pub broker: SharedBroker,
+    /// Validation limits derived from the config.
+    pub limits: Limits,
+    /// Per-client queue bounds derived from the config.
+    pub client_config: ClientConfig,
+    /// Cancelled once, when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Owns every connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Connection counters.
+    pub stats: ConnectionStats,
+    accepting: AtomicBool,
+}
+
+/// Connection counters (exported as metrics).
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections currently open.
+    pub open: AtomicU64,
+    /// Connections accepted since start.
+    pub total: AtomicU64,
+    /// Frames received from clients.
+    pub frames_in: AtomicU64,
+    /// `error` frames sent to clients.
+    pub errors_out: AtomicU64,
+}
+
+impl App {
+    /// Builds the node state.
+    pub fn new(config: Config, node_id: String, hub: Arc<Hub>, broker: SharedBroker) -> Self {
+        let limits = Limits { max_text_chars: config.max_text, ..Limits::default() };
+        let client_config =
+            ClientConfig { queue_frames: config.queue_frames, queue_bytes: config.queue_bytes };
+        App {
+            config,
+            node_id,
+            hub,
+            broker,
+            limits,
+            client_config,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            stats: ConnectionStats::default(),
+            accepting: AtomicBool::new(true),
+        }
+    }
+
+    /// Ready for new traffic: not shutting down and the broker is reachable.
+    pub fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) && self.broker.is_ready()
+    }
+
+    /// Starts shutdown: readiness goes false first, then every task is told.
+    pub fn begin_shutdown(&self) {
+        self.accepting.store(false, Ordering::Release);
+        self.shutdown.cancel();
+    }
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,256 @@
+//! One WebSocket connection: a read task and a write task joined by the
+//! client's bounded queue.
+//!
+//! The read task (the read pump) decodes frames, enforces the read deadline
+//! and runs the session's requests; the write task (the write pump) drains the
+//! queue into the socket, batching whatever is queued into one flush, sends
+//! pings, and enforces the write timeout. Either one ending closes the client,
+//! which ends the other.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
+use palaver_hub::{Client, Outbox};
+use palaver_protocol::{CloseCode, ErrorCode, Frame, UserName};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::Instrument;
+
+use crate::{
+    app::{App, bump},
+    identity::new_session_id,
+    session::Session,
+};
+
+/// Longest wait for the peer's close reply after our close frame.
+const LINGER: Duration = Duration::from_secs(2);
+/// Frames written per flush at most, so one busy client cannot starve pings.
+const MAX_BATCH: usize = 64;
+
+/// Serves one upgraded socket until it closes.
+pub async fn serve(socket: WebSocket, app: Arc<App>, user: UserName) {
+    let session_id = new_session_id();
+    let span =
+        tracing::info_span!("connection", session = %session_id, user = %user, node = %app.node_id);
+    async move {
+        bump(&app.stats.total);
+        app.stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!("connected");
+        let (client, outbox) =
+            Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
+        let (sink, stream) = socket.split();
+        let writer =
+            tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()).in_current_span());
+        let mut session = Session::new(app.clone(), client.clone());
+        session.welcome().await;
+        let open = read_pump(stream, &mut session, &client, &app).await;
+        let (_, _) = tokio::join!(writer, session.depart_all());
+        if let Some(stream) = open {
+            linger(stream, app.config.write_timeout.min(LINGER)).await;
+        }
+        app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(code = client.close_code(), "disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Completes the closing handshake: after our close frame, keep reading (and
+/// discarding) until the peer's close or EOF, bounded by `limit`. Dropping the
+/// socket earlier would make the kernel answer the peer's late frames (a
+/// pong) with a reset, which destroys the close frame before the peer reads it.
+async fn linger(mut stream: SplitStream<WebSocket>, limit: Duration) {
+    let _ = timeout(limit, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads frames until the client goes, is closed, or the node shuts down.
+/// Returns the stream when it is still healthy enough to linger on.
+async fn read_pump(
+    mut stream: SplitStream<WebSocket>,
+    session: &mut Session,
+    client: &Client,
+    app: &App,
+) -> Option<SplitStream<WebSocket>> {
+    let deadline = app.config.read_deadline;
+    let mut silent_until = Instant::now() + deadline;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = client.closing().cancelled() => return Some(stream),
+            () = client.resync_requested() => {
+                session.catch_up_all().await;
+                continue;
+            }
+            () = sleep_until(silent_until) => {
+                tracing::info!(deadline = ?deadline, "closing a silent peer");
+                client.close(CloseCode::HeartbeatTimeout);
+                return Some(stream);
+            }
+            next = stream.next() => next,
+        };
+        silent_until = Instant::now() + deadline;
+        match next {
+            None => {
+                client.close(CloseCode::Normal);
+                return None;
+            }
+            Some(Err(e)) => {
+                let code = close_code_for(e);
+                tracing::info!(code = code.code(), "read failed; closing");
+                client.close(code);
+                return Some(stream);
+            }
+            Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => {
+                session
+                    .refuse(
+                        ErrorCode::BinaryNotSupported,
+                        "binary frames are not supported; send JSON text",
+                        None,
+                    )
+                    .await
+            }
+            // Any frame proves the peer alive; tungstenite answers pings itself.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) => {
+                client.close(CloseCode::Normal);
+                return None;
+            }
+        }
+    }
+}
+
+/// Maps a read error to the close code the client gets.
+fn close_code_for(error: axum::Error) -> CloseCode {
+    use tungstenite::error::{CapacityError, Error};
+    match error.into_inner().downcast::<Error>() {
+        Ok(e) => match *e {
+            Error::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::TooBig,
+            Error::Capacity(_) => CloseCode::TooBig,
+            Error::Utf8(_) => CloseCode::InvalidPayload,
+            Error::Protocol(_) => CloseCode::ProtocolError,
+            _ => CloseCode::Normal,
+        },
+        Err(_) => CloseCode::Normal,
+    }
+}
+
+/// Drains the client's queue into the socket until the client closes, then
+/// sends the close frame.
+async fn write_pump(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbox: Outbox,
+    client: Arc<Client>,
+    app: Arc<App>,
+) {
+    let write_timeout = app.config.write_timeout;
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + app.config.ping_interval,
+        app.config.ping_interval,
+    );
+    let healthy = loop {
+        let written = tokio::select! {
+            biased;
+            () = client.closing().cancelled() => break true,
+            frame = outbox.recv() => match frame {
+                Some(frame) => write_batch(&mut sink, &mut outbox, frame, write_timeout).await,
+                None => break true,
+            },
+            _ = ping.tick() => within(write_timeout, sink.send(Message::Ping(Default::default()))).await,
+        };
+        if !written {
+            break false;
+        }
+    };
+    // Make sure the read task stops too, whoever ended first. A close that
+    // came from the node's shutdown token carries no code: it is 1001.
+    client.close(if app.shutdown.is_cancelled() {
+        CloseCode::GoingAway
+    } else {
+        CloseCode::Normal
+    });
+    if !healthy {
+        return;
+    }
+    let code = client.close_code().unwrap_or(CloseCode::GoingAway.code());
+    if code != CloseCode::TryAgainLater.code() {
+        // Graceful: deliver what is already queued (shutdown drains within its deadline).
+        while let Some(frame) = outbox.try_recv() {
+            if !write_batch(&mut sink, &mut outbox, frame, write_timeout).await {
+                return;
+            }
+        }
+    }
+    let reason = reason_for(code);
+    let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    let _ = timeout(write_timeout, async {
+        sink.send(close).await?;
+        sink.close().await
+    })
+    .await;
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &mut Outbox,
+    first: Frame,
+    write_timeout: Duration,
+) -> bool {
+    within(write_timeout, async {
+        sink.feed(text(first)).await?;
+        for _ in 1..MAX_BATCH {
+            let Some(frame) = outbox.try_recv() else { break };
+            sink.feed(text(frame)).await?;
+        }
+        sink.flush().await
+    })
+    .await
+}
+
+/// Runs a socket write under the write timeout; false when it failed or timed out.
+async fn within(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> bool {
+    match timeout(limit, write).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "write failed");
+            false
+        }
+        Err(_) => {
+            tracing::info!(timeout = ?limit, "write timed out; dropping the connection");
+            false
+        }
+    }
+}
+
+fn text(frame: Frame) -> Message {
+    Message::Text(Utf8Bytes::try_from(frame.bytes().clone()).expect("frames are UTF-8 JSON"))
+}
+
+fn reason_for(code: u16) -> &'static str {
+    [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
+        CloseCode::PolicyViolation,
+        CloseCode::TooBig,
+        CloseCode::InternalError,
+        CloseCode::TryAgainLater,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::Unauthorized,
+    ]
+    .into_iter()
+    .find(|c| c.code() == code)
+    .map_or("", CloseCode::reason)
+}

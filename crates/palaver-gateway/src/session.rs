@@ -1,0 +1,410 @@
+//! What a connection asks for: join, leave, send, typing, history. One
+//! `Session` per connection, driven by its read task.
+//!
+//! Joining and recovery share one path: a membership starts *syncing* at a
+//! cursor (the client's `since`, or the room's head), [`Session::catch_up`]
+//! replays history after the cursor, and the hub switches it to live once it
+//! has reached everything seen live. Gaps, epoch changes and bus outages put
+//! the membership back to syncing and the same catch-up runs again.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use palaver_broker::{BrokerError, Draft, RoomHead};
+use palaver_hub::{Client, JoinRefused, Membership, SyncState};
+use palaver_protocol::{
+    ClientFrame, ClientMessageId, ErrorCode, Frame, HistoryQuery, PROTOCOL_VERSION, PresenceState,
+    RoomName, ServerFrame, Since,
+};
+use tracing::Instrument;
+
+use crate::app::{App, bump};
+
+/// Messages read from history per round trip while catching up.
+const CATCH_UP_PAGE: u32 = 200;
+/// Typing notices forwarded per room per connection, at most one per this interval.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One connection's rooms and request handling.
+pub struct Session {
+    app: Arc<App>,
+    client: Arc<Client>,
+    rooms: HashMap<RoomName, Arc<Membership>>,
+    last_typing: HashMap<RoomName, Instant>,
+}
+
+/// A request failed with a code the client is told.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal { code, message: message.into() }
+    }
+}
+
+impl From<BrokerError> for Refusal {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Unavailable(_) => {
+                Refusal::new(ErrorCode::Unavailable, "the cluster bus is unavailable; retry")
+            }
+            BrokerError::Corrupt(_) => Refusal::new(ErrorCode::Internal, "history is unreadable"),
+        }
+    }
+}
+
+impl Session {
+    /// A session for a freshly accepted client.
+    pub fn new(app: Arc<App>, client: Arc<Client>) -> Self {
+        Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new() }
+    }
+
+    /// Sends `welcome`.
+    pub async fn welcome(&self) {
+        self.reply(ServerFrame::Welcome {
+            session: self.client.session().to_string(),
+            node: self.app.node_id.clone(),
+            user: self.client.user().clone(),
+            protocol: PROTOCOL_VERSION,
+        })
+        .await;
+    }
+
+    async fn reply(&self, frame: ServerFrame) {
+        self.push(frame.encode()).await;
+    }
+
+    async fn push(&self, frame: Frame) {
+        // Fails only when the client is already closing; nothing left to tell it.
+        let _ = self.client.push(frame).await;
+    }
+
+    /// Sends an `error` frame.
+    pub async fn refuse(
+        &self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        reference: Option<String>,
+    ) {
+        bump(&self.app.stats.errors_out);
+        self.reply(ServerFrame::error(code, message, reference)).await;
+    }
+
+    /// Handles one text frame.
+    pub async fn handle_text(&mut self, text: &str) {
+        bump(&self.app.stats.frames_in);
+        match ClientFrame::decode(text, &self.app.limits) {
+            Ok(frame) => self.handle(frame).await,
+            Err(e) => self.refuse(e.code, e.message, e.reference).await,
+        }
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) {
+        let reference = match &frame {
+            ClientFrame::Send { id, .. } => Some(id.to_string()),
+            other => Some(frame_type(other).to_owned()),
+        };
+        let result = match frame {
+            ClientFrame::Join { room, since } => self.join(room, since).await,
+            ClientFrame::Leave { room } => self.leave(room).await,
+            ClientFrame::Send { room, text, id } => self.send(room, text, id).await,
+            ClientFrame::Typing { room } => self.typing(room).await,
+            ClientFrame::History { room, query } => self.history(room, query).await,
+            ClientFrame::Ping => {
+                self.reply(ServerFrame::Pong).await;
+                Ok(())
+            }
+            ClientFrame::Auth { .. } => {
+                Err(Refusal::new(ErrorCode::InvalidField, "this node takes no auth frames"))
+            }
+        };
+        if let Err(refusal) = result {
+            self.refuse(refusal.code, refusal.message, reference).await;
+        }
+    }
+
+    fn membership(&self, room: &RoomName) -> Result<&Arc<Membership>, Refusal> {
+        self.rooms
+            .get(room)
+            .ok_or_else(|| Refusal::new(ErrorCode::NotJoined, format!("join {room} first")))
+    }
+
+    async fn join(&mut self, room: RoomName, since: Option<Since>) -> Result<(), Refusal> {
+        if self.rooms.contains_key(&room) {
+            // Already in: report where the room stands, nothing to replay.
+            let head = self.app.broker.head(&room).await?;
+            let members = self.app.broker.members(&room).await?;
+            self.reply(ServerFrame::Joined {
+                room,
+                epoch: head.epoch,
+                seq: head.head,
+                members,
+                recovered: true,
+            })
+            .await;
+            return Ok(());
+        }
+        if self.rooms.len() >= self.app.config.max_rooms {
+            return Err(Refusal::new(
+                ErrorCode::TooManyRooms,
+                format!("at most {} rooms per connection", self.app.config.max_rooms),
+            ));
+        }
+        let membership = self
+            .app
+            .hub
+            .join(&room, &self.client, self.app.config.max_room_members)
+            .map_err(|e| match e {
+            JoinRefused::Full => Refusal::new(ErrorCode::RoomFull, "the room is full"),
+            JoinRefused::AlreadyMember => Refusal::new(ErrorCode::Internal, "already a member"),
+        })?;
+        let span = tracing::info_span!("join", room = %room, resume = since.is_some());
+        match self.enter(&membership, since).instrument(span).await {
+            Ok(()) => {
+                self.rooms.insert(room, membership.clone());
+                self.catch_up(&membership).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.app.hub.leave(&room, self.client.session());
+                Err(e)
+            }
+        }
+    }
+
+    /// Subscribes, registers presence, and sends `joined` with the cursor set:
+    /// after the client's `since` when it can be recovered, else at the head.
+    async fn enter(&self, membership: &Membership, since: Option<Since>) -> Result<(), Refusal> {
+        let room = membership.room();
+        let broker = &self.app.broker;
+        broker.subscribe(room).await?;
+        let entered = async {
+            let head = broker.head(room).await?;
+            let user = self.client.user();
+            if broker.presence_join(room, user, self.client.session()).await? {
+                // Best effort: presence events are advisory, `members` is authoritative.
+                let _ = broker.signal(room, user, PresenceState::Join, None).await;
+            }
+            let members = broker.members(room).await?;
+            Ok::<_, BrokerError>((head, members))
+        }
+        .await;
+        let (head, members) = match entered {
+            Ok(v) => v,
+            Err(e) => {
+                broker.unsubscribe(room).await;
+                return Err(e.into());
+            }
+        };
+        let (cursor, recovered) = resume_point(&head, since.as_ref());
+        membership.set_cursor(head.epoch.clone(), cursor, SyncState::Syncing);
+        self.reply(ServerFrame::Joined {
+            room: room.clone(),
+            epoch: head.epoch,
+            seq: head.head,
+            members,
+            recovered,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Replays history after the membership's cursor until it is live.
+    /// On a broker failure the membership stays syncing; the bus coming back
+    /// asks for another catch-up.
+    async fn catch_up(&self, membership: &Membership) {
+        if let Err(e) = self.try_catch_up(membership).await {
+            tracing::warn!(room = %membership.room(), error = %e, "catch-up failed; waiting for the bus");
+        }
+    }
+
+    async fn try_catch_up(&self, membership: &Membership) -> Result<(), BrokerError> {
+        let room = membership.room();
+        loop {
+            let cursor = membership.cursor();
+            if cursor.state != SyncState::Syncing || self.client.is_closing() {
+                return Ok(());
+            }
+            let page = self
+                .app
+                .broker
+                .history(room, HistoryQuery::After { after: cursor.seq, limit: CATCH_UP_PAGE })
+                .await?;
+            let head = &page.head;
+            let continuous = cursor.epoch.as_ref() == Some(&head.epoch)
+                && cursor.seq + 1 >= head.first
+                && cursor.seq <= head.head;
+            if !continuous {
+                // The room's history was recreated or trimmed past the cursor:
+                // say so explicitly and restart at the head.
+                tracing::info!(room = %room, epoch = %head.epoch, "cannot recover; announcing a new start");
+                membership.set_cursor(head.epoch.clone(), head.head, SyncState::Syncing);
+                let members = self.app.broker.members(room).await?;
+                self.reply(ServerFrame::Joined {
+                    room: room.clone(),
+                    epoch: head.epoch.clone(),
+                    seq: head.head,
+                    members,
+                    recovered: false,
+                })
+                .await;
+                continue;
+            }
+            for message in &page.messages {
+                self.push(Frame::message(room, &head.epoch, message)).await;
+                membership.advance(message.seq);
+            }
+            if !page.more && self.app.hub.try_go_live(membership) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Catches up every membership the hub sent back to syncing.
+    pub async fn catch_up_all(&self) {
+        let syncing: Vec<Arc<Membership>> = self
+            .rooms
+            .values()
+            .filter(|m| m.cursor().state == SyncState::Syncing)
+            .cloned()
+            .collect();
+        for membership in syncing {
+            self.catch_up(&membership).await;
+        }
+    }
+
+    async fn leave(&mut self, room: RoomName) -> Result<(), Refusal> {
+        self.membership(&room)?;
+        self.depart(&room).await;
+        self.reply(ServerFrame::Left { room }).await;
+        Ok(())
+    }
+
+    /// Removes the membership locally and from the cluster's presence.
+    async fn depart(&mut self, room: &RoomName) {
+        self.rooms.remove(room);
+        self.last_typing.remove(room);
+        self.app.hub.leave(room, self.client.session());
+        let broker = &self.app.broker;
+        broker.unsubscribe(room).await;
+        let user = self.client.user();
+        match broker.presence_leave(room, user, self.client.session()).await {
+            Ok(true) => {
+                let _ = broker.signal(room, user, PresenceState::Leave, None).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "presence leave failed; entry will expire")
+            }
+        }
+    }
+
+    /// Leaves every room (the connection is gone).
+    pub async fn depart_all(&mut self) {
+        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.depart(&room).await;
+        }
+    }
+
+    async fn send(
+        &mut self,
+        room: RoomName,
+        text: String,
+        id: ClientMessageId,
+    ) -> Result<(), Refusal> {
+        self.membership(&room)?;
+        let draft = Draft { id: id.clone(), user: self.client.user().clone(), text, trace: None };
+        let span = tracing::info_span!("publish", room = %room, id = %id);
+        let published = self.app.broker.publish(&room, draft).instrument(span).await?;
+        self.reply(ServerFrame::Ack {
+            id,
+            room,
+            seq: published.seq,
+            duplicate: published.duplicate,
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn typing(&mut self, room: RoomName) -> Result<(), Refusal> {
+        self.membership(&room)?;
+        let now = Instant::now();
+        if self.last_typing.get(&room).is_some_and(|t| now.duration_since(*t) < TYPING_INTERVAL) {
+            return Ok(());
+        }
+        self.last_typing.insert(room.clone(), now);
+        self.app.broker.signal(&room, self.client.user(), PresenceState::Typing, None).await?;
+        Ok(())
+    }
+
+    async fn history(&mut self, room: RoomName, query: HistoryQuery) -> Result<(), Refusal> {
+        self.membership(&room)?;
+        let page = self.app.broker.history(&room, query).await?;
+        self.reply(ServerFrame::History {
+            room,
+            epoch: page.head.epoch,
+            messages: page.messages,
+            more: page.more,
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// Where a joining member's cursor starts, and whether that recovers
+/// everything after the client's `since`.
+fn resume_point(head: &RoomHead, since: Option<&Since>) -> (u64, bool) {
+    match since {
+        None => (head.head, true),
+        Some(since) => {
+            let recoverable =
+                since.epoch == head.epoch && since.seq <= head.head && since.seq + 1 >= head.first;
+            if recoverable { (since.seq, true) } else { (head.head, false) }
+        }
+    }
+}
+
+fn frame_type(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Join { .. } => "join",
+        ClientFrame::Leave { .. } => "leave",
+        ClientFrame::Send { .. } => "send",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::History { .. } => "history",
+        ClientFrame::Auth { .. } => "auth",
+        ClientFrame::Ping => "ping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palaver_protocol::Epoch;
+
+    fn head(epoch: &str, head: u64, first: u64) -> RoomHead {
+        RoomHead { epoch: Epoch::new(epoch), head, first }
+    }
+
+    fn since(epoch: &str, seq: u64) -> Since {
+        Since { epoch: Epoch::new(epoch), seq }
+    }
+
+    #[test]
+    fn resume_points() {
+        let h = head("e", 100, 51);
+        assert_eq!(resume_point(&h, None), (100, true));
+        assert_eq!(resume_point(&h, Some(&since("e", 60))), (60, true));
+        assert_eq!(resume_point(&h, Some(&since("e", 50))), (50, true));
+        assert_eq!(resume_point(&h, Some(&since("e", 49))), (100, false));
+        assert_eq!(resume_point(&h, Some(&since("e", 101))), (100, false));
+        assert_eq!(resume_point(&h, Some(&since("other", 60))), (100, false));
+        assert_eq!(resume_point(&head("e", 0, 1), Some(&since("e", 0))), (0, true));
+    }
+}

@@ -1,0 +1,366 @@
+//! The hub: rooms of local members, sharded, and the fan-out of room events.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::Arc,
+};
+
+use palaver_protocol::{
+    BusEvent, CloseCode, Envelope, Epoch, Frame, PresenceState, RoomName, Seq, ServerFrame,
+    StoredMessage, UserName,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::{
+    client::{Client, PushError},
+    membership::{Membership, SyncState},
+    stats::HubStats,
+};
+
+/// Number of independently locked room shards.
+const SHARDS: usize = 64;
+
+/// The local members of one room and the newest message seen live.
+#[derive(Default)]
+struct Room {
+    members: HashMap<Arc<str>, Arc<Membership>>,
+    /// Epoch and sequence of the newest live message; a syncing member may go
+    /// live once its cursor has reached it.
+    last: Mutex<Option<(Epoch, Seq)>>,
+}
+
+/// Node-local rooms and fan-out. Cheap to share (`Arc<Hub>`).
+pub struct Hub {
+    shards: Box<[RwLock<HashMap<RoomName, Room>>]>,
+    hasher: RandomState,
+    stats: HubStats,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            stats: HubStats::default(),
+        }
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    fn shard(&self, room: &RoomName) -> &RwLock<HashMap<RoomName, Room>> {
+        let index = self.hasher.hash_one(room.as_str()) as usize % self.shards.len();
+        &self.shards[index]
+    }
+
+    /// Adds the client to the room in state [`SyncState::Joining`]. Returns
+    /// `None` if the client is already a member, or the room holds `max_members`.
+    pub fn join(
+        &self,
+        room: &RoomName,
+        client: &Arc<Client>,
+        max_members: usize,
+    ) -> Result<Arc<Membership>, JoinRefused> {
+        let mut shard = self.shard(room).write();
+        let entry = shard.entry(room.clone()).or_default();
+        if entry.members.contains_key(client.session()) {
+            return Err(JoinRefused::AlreadyMember);
+        }
+        if entry.members.len() >= max_members {
+            return Err(JoinRefused::Full);
+        }
+        let membership = Arc::new(Membership::new(client.clone(), room.clone()));
+        entry.members.insert(client.session().clone(), membership.clone());
+        Ok(membership)
+    }
+
+    /// Removes the client from the room; an empty room is dropped.
+    pub fn leave(&self, room: &RoomName, session: &str) -> bool {
+        let mut shard = self.shard(room).write();
+        let Some(entry) = shard.get_mut(room) else { return false };
+        let removed = entry.members.remove(session).is_some();
+        if entry.members.is_empty() {
+            shard.remove(room);
+        }
+        removed
+    }
+
+    /// Local member count of a room.
+    pub fn member_count(&self, room: &RoomName) -> usize {
+        self.shard(room).read().get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// Number of rooms with local members.
+    pub fn room_count(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Switches a syncing member to live if its cursor has reached every
+    /// message seen live in the room. Returns false when it must read history
+    /// again first. Runs under the shard's write lock, so no fan-out of the
+    /// room can slip between the check and the switch.
+    pub fn try_go_live(&self, membership: &Membership) -> bool {
+        let shard = self.shard(membership.room()).write();
+        let Some(room) = shard.get(membership.room()) else { return true };
+        let last = room.last.lock();
+        let mut cursor = membership.lock();
+        let caught_up = match (&*last, &cursor.epoch) {
+            (None, _) => true,
+            (Some((epoch, seq)), Some(mine)) => epoch == mine && *seq <= cursor.seq,
+            (Some(_), None) => false,
+        };
+        if caught_up {
+            cursor.state = SyncState::Live;
+        }
+        caught_up
+    }
+
+    /// Hands one room event to the local members. Called by the broker in
+    /// channel order; never blocks.
+    pub fn deliver(&self, envelope: Envelope) {
+        match envelope.event {
+            BusEvent::Message { epoch, message } => {
+                self.fan_out_message(&envelope.room, epoch, &message)
+            }
+            BusEvent::Presence { user, state } => {
+                self.fan_out_presence(&envelope.room, user, state)
+            }
+        }
+    }
+
+    fn fan_out_message(&self, room_name: &RoomName, epoch: Epoch, message: &StoredMessage) {
+        let shard = self.shard(room_name).read();
+        let Some(room) = shard.get(room_name) else { return };
+        *room.last.lock() = Some((epoch.clone(), message.seq));
+        HubStats::add(&self.stats.messages, 1);
+        let mut frame: Option<Frame> = None;
+        let mut delivered = 0;
+        for member in room.members.values() {
+            let client = member.client();
+            if client.is_closing() {
+                continue;
+            }
+            let mut cursor = member.lock();
+            if cursor.state != SyncState::Live {
+                continue;
+            }
+            if cursor.epoch.as_ref() != Some(&epoch) || message.seq > cursor.seq + 1 {
+                // A gap or a new epoch: history has what this member missed.
+                cursor.state = SyncState::Syncing;
+                HubStats::add(&self.stats.resyncs, 1);
+                client.request_resync();
+                continue;
+            }
+            if message.seq <= cursor.seq {
+                continue;
+            }
+            let frame = frame.get_or_insert_with(|| Frame::message(room_name, &epoch, message));
+            match client.try_push(frame.clone()) {
+                Ok(()) => {
+                    cursor.seq = message.seq;
+                    delivered += 1;
+                }
+                Err(PushError::Full) => self.evict(client),
+                Err(PushError::Closed) => {}
+            }
+        }
+        HubStats::add(&self.stats.deliveries, delivered);
+    }
+
+    fn fan_out_presence(&self, room_name: &RoomName, user: UserName, state: PresenceState) {
+        let shard = self.shard(room_name).read();
+        let Some(room) = shard.get(room_name) else { return };
+        let frame = ServerFrame::Presence { room: room_name.clone(), user, state }.encode();
+        let mut delivered = 0;
+        for member in room.members.values() {
+            if member.lock().state == SyncState::Joining {
+                continue;
+            }
+            match member.client().try_push(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(PushError::Full) => self.evict(member.client()),
+                Err(PushError::Closed) => {}
+            }
+        }
+        HubStats::add(&self.stats.deliveries, delivered);
+    }
+
+    fn evict(&self, client: &Client) {
+        if !client.is_closing() {
+            HubStats::add(&self.stats.evictions, 1);
+            tracing::info!(session = %client.session(), user = %client.user(), "evicting slow consumer");
+        }
+        client.close(CloseCode::TryAgainLater);
+    }
+
+    /// The bus came back after an outage: every live member may have missed
+    /// messages, so all fall back to syncing and catch up from history.
+    pub fn resync_all(&self) {
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for room in shard.values() {
+                for member in room.members.values() {
+                    let mut cursor = member.lock();
+                    if cursor.state == SyncState::Live {
+                        cursor.state = SyncState::Syncing;
+                        HubStats::add(&self.stats.resyncs, 1);
+                        member.client().request_resync();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why [`Hub::join`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The client is already in the room.
+    AlreadyMember,
+    /// The room is at its member limit.
+    Full,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{ClientConfig, Outbox};
+    use palaver_protocol::ClientMessageId;
+    use tokio_util::sync::CancellationToken;
+
+    fn room() -> RoomName {
+        RoomName::parse("lobby").expect("valid")
+    }
+
+    fn client(session: &str, frames: usize) -> (Arc<Client>, Outbox) {
+        Client::new(
+            Arc::from(session),
+            UserName::parse("ann").expect("valid"),
+            ClientConfig { queue_frames: frames, queue_bytes: 1 << 20 },
+            CancellationToken::new(),
+        )
+    }
+
+    fn message(epoch: &str, seq: Seq) -> Envelope {
+        Envelope {
+            room: room(),
+            event: BusEvent::Message {
+                epoch: Epoch::new(epoch),
+                message: StoredMessage {
+                    seq,
+                    id: ClientMessageId::parse(&format!("m{seq}")).expect("valid"),
+                    user: UserName::parse("bob").expect("valid"),
+                    text: "hi".into(),
+                    ts: 0,
+                },
+            },
+            trace: None,
+        }
+    }
+
+    fn seqs(outbox: &mut Outbox) -> Vec<Seq> {
+        std::iter::from_fn(|| outbox.try_recv())
+            .filter_map(|f| match ServerFrame::decode(f.as_str()) {
+                Ok(ServerFrame::Message { seq, .. }) => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn live_member(hub: &Hub, session: &str, frames: usize) -> (Arc<Membership>, Outbox) {
+        let (c, out) = client(session, frames);
+        let m = hub.join(&room(), &c, usize::MAX).expect("joins");
+        m.set_cursor(Epoch::new("e"), 0, SyncState::Syncing);
+        assert!(hub.try_go_live(&m));
+        (m, out)
+    }
+
+    #[test]
+    fn live_members_get_each_message_once_in_order() {
+        let hub = Hub::new();
+        let (_a, mut out_a) = live_member(&hub, "a", 16);
+        let (_b, mut out_b) = live_member(&hub, "b", 16);
+        for seq in [1, 2, 2, 3] {
+            hub.deliver(message("e", seq));
+        }
+        assert_eq!(seqs(&mut out_a), vec![1, 2, 3]);
+        assert_eq!(seqs(&mut out_b), vec![1, 2, 3]);
+        assert_eq!(HubStats::get(&hub.stats().deliveries), 6);
+    }
+
+    #[test]
+    fn gap_or_new_epoch_sends_member_back_to_syncing() {
+        let hub = Hub::new();
+        let (m, mut out) = live_member(&hub, "a", 16);
+        hub.deliver(message("e", 1));
+        hub.deliver(message("e", 3));
+        assert_eq!(seqs(&mut out), vec![1]);
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+        // Not live again until the cursor reaches what was seen live.
+        assert!(!hub.try_go_live(&m));
+        m.advance(3);
+        assert!(hub.try_go_live(&m));
+        hub.deliver(message("f", 1));
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+    }
+
+    #[test]
+    fn slow_consumer_is_evicted_and_others_keep_receiving() {
+        let hub = Hub::new();
+        let (slow, _slow_out) = live_member(&hub, "slow", 2);
+        let (_fast, mut fast_out) = live_member(&hub, "fast", 64);
+        for seq in 1..=10 {
+            hub.deliver(message("e", seq));
+        }
+        assert!(slow.client().is_closing());
+        assert_eq!(slow.client().close_code(), Some(1013));
+        assert_eq!(seqs(&mut fast_out), (1..=10).collect::<Vec<_>>());
+        assert_eq!(HubStats::get(&hub.stats().evictions), 1);
+    }
+
+    #[test]
+    fn joining_members_receive_nothing_and_rooms_are_isolated() {
+        let hub = Hub::new();
+        let (c, mut out) = client("a", 16);
+        let _m = hub.join(&room(), &c, usize::MAX).expect("joins");
+        hub.deliver(message("e", 1));
+        assert!(out.try_recv().is_none());
+        let other = RoomName::parse("other").expect("valid");
+        let (c2, mut out2) = client("b", 16);
+        let m2 = hub.join(&other, &c2, usize::MAX).expect("joins");
+        m2.set_cursor(Epoch::new("e"), 0, SyncState::Syncing);
+        assert!(hub.try_go_live(&m2));
+        hub.deliver(message("e", 2));
+        assert!(out2.try_recv().is_none());
+    }
+
+    #[test]
+    fn member_limit_and_cleanup() {
+        let hub = Hub::new();
+        let (a, _oa) = client("a", 4);
+        let (b, _ob) = client("b", 4);
+        hub.join(&room(), &a, 1).expect("first fits");
+        assert_eq!(hub.join(&room(), &a, 5).err(), Some(JoinRefused::AlreadyMember));
+        assert_eq!(hub.join(&room(), &b, 1).err(), Some(JoinRefused::Full));
+        assert!(hub.leave(&room(), "a"));
+        assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn resync_all_moves_live_members_back() {
+        let hub = Hub::new();
+        let (m, _out) = live_member(&hub, "a", 4);
+        hub.resync_all();
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+    }
+}

@@ -1,0 +1,312 @@
+//! Frames a client sends, and the decoder that validates them.
+//!
+//! Decoding is one pass: the JSON is read into a flat struct of optional
+//! fields, then the `type` picks which fields are required. This keeps error
+//! reporting precise (`bad_json` vs `unknown_type` vs `missing_field`) without
+//! parsing twice, and ignores unknown fields so newer clients still work.
+
+use serde::Deserialize;
+
+use crate::{
+    codes::ErrorCode,
+    limits::{DEFAULT_HISTORY_LIMIT, Limits},
+    message::{Seq, Since},
+    names::{ClientMessageId, NameError, RoomName},
+};
+
+/// A validated request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Join a room; with `since`, replay what was missed after it.
+    Join {
+        /// Room to join.
+        room: RoomName,
+        /// Where the client left off, if it is resuming.
+        since: Option<Since>,
+    },
+    /// Leave a room.
+    Leave {
+        /// Room to leave.
+        room: RoomName,
+    },
+    /// Post a message to a joined room.
+    Send {
+        /// Target room.
+        room: RoomName,
+        /// Message text (control characters other than newline and tab stripped).
+        text: String,
+        /// Client message id; a retry with the same id is acknowledged, not duplicated.
+        id: ClientMessageId,
+    },
+    /// Tell the room the user is typing.
+    Typing {
+        /// Room the user is typing in.
+        room: RoomName,
+    },
+    /// Read a page of the room's history.
+    History {
+        /// Room to read.
+        room: RoomName,
+        /// Which page.
+        query: HistoryQuery,
+    },
+    /// Authenticate with a token (the alternative to `?token=` on the URL).
+    Auth {
+        /// The bearer token.
+        token: String,
+    },
+    /// Application-level ping; answered with `pong` (for clients that cannot see WebSocket pings).
+    Ping,
+}
+
+/// Which page of history to read. Messages are always returned in ascending order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The latest `limit` messages with a sequence below `before` (or the latest overall).
+    Before {
+        /// Exclusive upper bound; `None` means the newest message.
+        before: Option<Seq>,
+        /// At most this many messages.
+        limit: u32,
+    },
+    /// The earliest `limit` messages with a sequence above `after` (gap filling).
+    After {
+        /// Exclusive lower bound.
+        after: Seq,
+        /// At most this many messages.
+        limit: u32,
+    },
+}
+
+/// A refused frame: the code and message for the `error` reply, and the client's
+/// id (or frame type) it refers to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DecodeError {
+    /// Stable error code.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+    /// The request's `id` if it had a readable one, else its `type`.
+    pub reference: Option<String>,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Self {
+        DecodeError { code, message: message.into(), reference }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawFrame {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    room: Option<String>,
+    text: Option<String>,
+    id: Option<String>,
+    since: Option<Since>,
+    before: Option<Seq>,
+    after: Option<Seq>,
+    limit: Option<u32>,
+    token: Option<String>,
+}
+
+impl ClientFrame {
+    /// Decodes and validates one text frame.
+    pub fn decode(text: &str, limits: &Limits) -> Result<ClientFrame, DecodeError> {
+        let raw: RawFrame = serde_json::from_str(text).map_err(|e| {
+            let code = match e.classify() {
+                serde_json::error::Category::Data => ErrorCode::InvalidField,
+                _ => ErrorCode::BadJson,
+            };
+            DecodeError::new(code, e.to_string(), None)
+        })?;
+        let kind = raw
+            .kind
+            .as_deref()
+            .ok_or_else(|| DecodeError::new(ErrorCode::UnknownType, "missing \"type\"", None))?;
+        let reference = Some(raw.id.clone().unwrap_or_else(|| kind.to_owned()));
+        let fail = |code, msg: String| DecodeError::new(code, msg, reference.clone());
+        let room = || -> Result<RoomName, DecodeError> {
+            let room = raw
+                .room
+                .as_deref()
+                .ok_or_else(|| fail(ErrorCode::MissingField, "missing \"room\"".into()))?;
+            RoomName::parse(room).map_err(|e| fail(ErrorCode::InvalidRoom, format!("room {e}")))
+        };
+        match kind {
+            "join" => Ok(ClientFrame::Join { room: room()?, since: raw.since.clone() }),
+            "leave" => Ok(ClientFrame::Leave { room: room()? }),
+            "typing" => Ok(ClientFrame::Typing { room: room()? }),
+            "send" => {
+                let room = room()?;
+                let id = raw
+                    .id
+                    .as_deref()
+                    .ok_or_else(|| fail(ErrorCode::MissingField, "missing \"id\"".into()))?;
+                let id = ClientMessageId::parse(id)
+                    .map_err(|e: NameError| fail(ErrorCode::InvalidId, format!("id {e}")))?;
+                let text = raw
+                    .text
+                    .as_deref()
+                    .ok_or_else(|| fail(ErrorCode::MissingField, "missing \"text\"".into()))?;
+                let text = clean_text(text);
+                if text.trim().is_empty() {
+                    return Err(fail(ErrorCode::EmptyText, "text is empty".into()));
+                }
+                if text.chars().count() > limits.max_text_chars {
+                    return Err(fail(
+                        ErrorCode::TextTooLong,
+                        format!("text must be at most {} characters", limits.max_text_chars),
+                    ));
+                }
+                Ok(ClientFrame::Send { room, text, id })
+            }
+            "history" => {
+                let room = room()?;
+                let limit = raw.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+                if limit == 0 || limit > limits.max_history {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        format!("limit must be between 1 and {}", limits.max_history),
+                    ));
+                }
+                let query = match (raw.before, raw.after) {
+                    (Some(_), Some(_)) => {
+                        return Err(fail(
+                            ErrorCode::InvalidField,
+                            "give \"before\" or \"after\", not both".into(),
+                        ));
+                    }
+                    (before, None) => HistoryQuery::Before { before, limit },
+                    (None, Some(after)) => HistoryQuery::After { after, limit },
+                };
+                Ok(ClientFrame::History { room, query })
+            }
+            "auth" => {
+                let token = raw
+                    .token
+                    .ok_or_else(|| fail(ErrorCode::MissingField, "missing \"token\"".into()))?;
+                Ok(ClientFrame::Auth { token })
+            }
+            "ping" => Ok(ClientFrame::Ping),
+            other => {
+                Err(fail(ErrorCode::UnknownType, format!("unknown type {:?}", truncate(other, 32))))
+            }
+        }
+    }
+
+    /// The room this frame addresses, if any.
+    pub fn room(&self) -> Option<&RoomName> {
+        match self {
+            ClientFrame::Join { room, .. }
+            | ClientFrame::Leave { room }
+            | ClientFrame::Send { room, .. }
+            | ClientFrame::Typing { room }
+            | ClientFrame::History { room, .. } => Some(room),
+            ClientFrame::Auth { .. } | ClientFrame::Ping => None,
+        }
+    }
+}
+
+/// Strips control characters other than newline and tab (NUL, escape
+/// sequences, bidi controls stay out of other people's screens and logs).
+pub fn clean_text(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c)))
+        .collect()
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(s: &str) -> Result<ClientFrame, DecodeError> {
+        ClientFrame::decode(s, &Limits::default())
+    }
+
+    #[test]
+    fn decodes_send() {
+        let f = decode(r#"{"type":"send","room":"lobby","text":"hi","id":"c-1","extra":1}"#);
+        assert_eq!(
+            f,
+            Ok(ClientFrame::Send {
+                room: RoomName::parse("lobby").expect("valid"),
+                text: "hi".into(),
+                id: ClientMessageId::parse("c-1").expect("valid"),
+            })
+        );
+    }
+
+    #[test]
+    fn decodes_join_with_since() {
+        let f = decode(r#"{"type":"join","room":"a","since":{"epoch":"e1","seq":7}}"#)
+            .expect("valid join");
+        match f {
+            ClientFrame::Join { since: Some(s), .. } => assert_eq!(s.seq, 7),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_codes() {
+        let code = |s: &str| decode(s).expect_err("must fail").code;
+        assert_eq!(code("{"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"room":"a"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::InvalidRoom);
+        assert_eq!(code(r#"{"type":"join","room":5}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"send","room":"a","text":"x"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code(r#"{"type":"send","room":"a","text":"\u0000\u0007","id":"1"}"#),
+            ErrorCode::EmptyText
+        );
+        assert_eq!(
+            code(r#"{"type":"history","room":"a","limit":100000}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"history","room":"a","before":99999999999999999999999}"#),
+            ErrorCode::InvalidField
+        );
+        let deep = format!(r#"{{"type":"join","x":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        // Deep nesting in an ignored field is skipped without recursion, then the frame is judged.
+        assert_eq!(code(&deep), ErrorCode::MissingField);
+        let deep_since =
+            format!(r#"{{"type":"join","room":"a","since":{}"#, "{\"a\":".repeat(10_000));
+        assert!(decode(&deep_since).is_err());
+    }
+
+    #[test]
+    fn error_reference_is_id_or_type() {
+        let e = decode(r#"{"type":"send","room":"a","text":"","id":"m9"}"#).expect_err("empty");
+        assert_eq!(e.reference.as_deref(), Some("m9"));
+        let e = decode(r#"{"type":"leave"}"#).expect_err("no room");
+        assert_eq!(e.reference.as_deref(), Some("leave"));
+    }
+
+    #[test]
+    fn text_is_cleaned() {
+        assert_eq!(clean_text("a\u{0}b\u{1b}[31mc\nd\u{202E}"), "ab[31mc\nd");
+    }
+
+    #[test]
+    fn text_length_limit() {
+        let long = "é".repeat(4001);
+        let frame = format!(r#"{{"type":"send","room":"a","text":"{long}","id":"1"}}"#);
+        assert_eq!(decode(&frame).expect_err("too long").code, ErrorCode::TextTooLong);
+    }
+}

@@ -1,0 +1,11 @@
+//! Test harness: start real `palaver` nodes (and `redis-server`s) on ephemeral
+//! ports and drive them with real WebSocket clients. Keeps the tests short.
+
+pub mod client;
+pub mod node;
+
+pub use client::WsClient;
+pub use node::Node;
+
+/// Generous bound for "eventually" in tests; never a performance assertion.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
