@@ -63,8 +63,8 @@ impl Hub {
         &self.shards[index]
     }
 
-    /// Adds the client to the room in state [`SyncState::Joining`]. Returns
-    /// `None` if the client is already a member, or the room holds `max_members`.
+    /// Adds the client to the room in state [`SyncState::Joining`]. Refused if
+    /// the client is already a member or the room holds `max_members`.
     pub fn join(
         &self,
         room: &RoomName,
