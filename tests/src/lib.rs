@@ -1,11 +1,14 @@
 //! Test harness: start real `palaver` nodes (and `redis-server`s) on ephemeral
 //! ports and drive them with real WebSocket clients. Keeps the tests short.
 
+pub mod browser;
 pub mod client;
 pub mod node;
+pub mod redis;
 
 pub use client::WsClient;
 pub use node::Node;
+pub use redis::RedisServer;
 
 /// Generous bound for "eventually" in tests; never a performance assertion.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -5,12 +5,12 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use palaver_broker::broker::SharedBroker;
+use palaver_broker::{RedisBroker, broker::SharedBroker};
 use palaver_hub::{ClientConfig, Hub};
 use palaver_protocol::Limits;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::config::Config;
+use crate::{config::Config, metered_broker::MeteredBroker, metrics::Metrics, server::Backend};
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
 pub struct App {
@@ -22,6 +22,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// Sequencing, history, presence and the bus.
     pub broker: SharedBroker,
+    /// The Redis broker when clustered (its stats feed metrics).
+    pub redis: Option<Arc<RedisBroker>>,
     /// Validation limits derived from the config.
     pub limits: Limits,
     /// Per-client queue bounds derived from the config.
@@ -32,6 +34,8 @@ pub struct App {
     pub connections: TaskTracker,
     /// Connection counters.
     pub stats: ConnectionStats,
+    /// Counters and histograms served at `/metrics` (with `stats` and the hub's).
+    pub metrics: Arc<Metrics>,
     accepting: AtomicBool,
 }
 
@@ -50,20 +54,23 @@ pub struct ConnectionStats {
 
 impl App {
     /// Builds the node state.
-    pub fn new(config: Config, node_id: String, hub: Arc<Hub>, broker: SharedBroker) -> Self {
+    pub fn new(config: Config, node_id: String, hub: Arc<Hub>, backend: Backend) -> Self {
         let limits = Limits { max_text_chars: config.max_text, ..Limits::default() };
         let client_config =
             ClientConfig { queue_frames: config.queue_frames, queue_bytes: config.queue_bytes };
+        let metrics = Arc::new(Metrics::default());
         App {
             config,
             node_id,
             hub,
-            broker,
+            broker: MeteredBroker::wrap(backend.broker, metrics.clone()),
+            redis: backend.redis,
             limits,
             client_config,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             stats: ConnectionStats::default(),
+            metrics,
             accepting: AtomicBool::new(true),
         }
     }

@@ -11,18 +11,36 @@ use axum::{
     routing::get,
     serve::ListenerExt,
 };
-use palaver_broker::{MemoryBroker, broker::SharedBroker};
+use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
 use palaver_hub::Hub;
 
 use crate::{app::App, config::Config, identity, inbox::HubInbox, web};
 
+/// The broker the config asks for: Redis when `--redis-url` is set, else memory.
+pub struct Backend {
+    /// The broker every connection uses.
+    pub broker: SharedBroker,
+    /// The Redis broker itself, when clustered (for its stats).
+    pub redis: Option<Arc<RedisBroker>>,
+}
+
 /// Builds the broker the config asks for.
-async fn broker(config: &Config, hub: &Arc<Hub>) -> anyhow::Result<SharedBroker> {
+async fn backend(config: &Config, node_id: &str, hub: &Arc<Hub>) -> anyhow::Result<Backend> {
     let inbox = Arc::new(HubInbox(hub.clone()));
-    match &config.redis_url {
-        None => Ok(Arc::new(MemoryBroker::new(inbox, config.history_size))),
-        Some(_url) => anyhow::bail!("the Redis backend is not built into this binary yet"),
+    let Some(url) = &config.redis_url else {
+        let broker = Arc::new(MemoryBroker::new(inbox, config.history_size));
+        return Ok(Backend { broker, redis: None });
+    };
+    let mut redis = RedisConfig::new(url.clone(), node_id);
+    redis.prefix = config.redis_prefix.clone();
+    redis.history_max = config.history_size;
+    redis.room_ttl = config.history_ttl;
+    redis.presence_ttl = config.presence_ttl;
+    let redis = RedisBroker::connect(redis, inbox).await.context("redis broker")?;
+    if !redis.is_ready() {
+        tracing::warn!(url = %url, "redis is not reachable yet; starting not ready");
     }
+    Ok(Backend { broker: redis.clone(), redis: Some(redis) })
 }
 
 /// The HTTP routes of a node.
@@ -69,12 +87,12 @@ async fn upgrade(
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let node_id = config.resolve_node_id();
     let hub = Arc::new(Hub::new());
-    let broker = broker(&config, &hub).await?;
+    let backend = backend(&config, &node_id, &hub).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(config, node_id.clone(), hub, broker));
+    let app = Arc::new(App::new(config, node_id.clone(), hub, backend));
     // The line tests and scripts wait for; keep its shape.
     println!("palaver listening on http://{addr} node={node_id}");
     tracing::info!(%addr, node = %node_id, "listening");
