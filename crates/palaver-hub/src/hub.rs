@@ -1,7 +1,7 @@
 //! The hub: rooms of local members, sharded, and the fan-out of room events.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     hash::{BuildHasher, RandomState},
     sync::Arc,
 };
@@ -21,10 +21,43 @@ use crate::{
 /// Number of independently locked room shards.
 const SHARDS: usize = 64;
 
+/// Presence changes of a big room waiting for the next batch.
+#[derive(Default)]
+struct PendingPresence {
+    joined: BTreeSet<UserName>,
+    left: BTreeSet<UserName>,
+    typing: BTreeSet<UserName>,
+}
+
+impl PendingPresence {
+    fn record(&mut self, user: UserName, state: PresenceState) {
+        match state {
+            PresenceState::Join => {
+                self.left.remove(&user);
+                self.joined.insert(user);
+            }
+            PresenceState::Leave => {
+                self.joined.remove(&user);
+                self.typing.remove(&user);
+                self.left.insert(user);
+            }
+            PresenceState::Typing => {
+                self.typing.insert(user);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.left.is_empty() && self.typing.is_empty()
+    }
+}
+
 /// The local members of one room and the newest message seen live.
 #[derive(Default)]
 struct Room {
     members: HashMap<Arc<str>, Arc<Membership>>,
+    /// Presence changes held back while the room is big (see [`Hub::flush_presence`]).
+    pending: Mutex<PendingPresence>,
     /// Epoch and sequence of the newest live message; a syncing member may go
     /// live once its cursor has reached it.
     last: Mutex<Option<(Epoch, Seq)>>,
@@ -35,7 +68,11 @@ pub struct Hub {
     shards: Box<[RwLock<HashMap<RoomName, Room>>]>,
     hasher: RandomState,
     stats: HubStats,
+    batch_above: usize,
 }
+
+/// Rooms with more local members than this get presence in batches by default.
+pub const PRESENCE_BATCH_ABOVE: usize = 200;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -44,12 +81,21 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub batching presence in rooms above [`PRESENCE_BATCH_ABOVE`] local members.
     pub fn new() -> Self {
+        Self::with_presence_batch_above(PRESENCE_BATCH_ABOVE)
+    }
+
+    /// An empty hub batching presence in rooms with more than `members` local
+    /// members: each presence event would cost one delivery per member, so a
+    /// join storm in a big room would be quadratic; batched, it costs one
+    /// delivery per member per flush.
+    pub fn with_presence_batch_above(members: usize) -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             stats: HubStats::default(),
+            batch_above: members,
         }
     }
 
@@ -180,7 +226,41 @@ impl Hub {
     fn fan_out_presence(&self, room_name: &RoomName, user: UserName, state: PresenceState) {
         let shard = self.shard(room_name).read();
         let Some(room) = shard.get(room_name) else { return };
+        if room.members.len() > self.batch_above {
+            room.pending.lock().record(user, state);
+            return;
+        }
         let frame = ServerFrame::Presence { room: room_name.clone(), user, state }.encode();
+        self.fan_out_event(room, frame);
+    }
+
+    /// Sends each big room's held-back presence changes as one
+    /// `presence_batch`. The gateway calls it on a ticker (once a second).
+    pub fn flush_presence(&self) {
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (name, room) in shard.iter() {
+                let pending = {
+                    let mut pending = room.pending.lock();
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    std::mem::take(&mut *pending)
+                };
+                let frame = ServerFrame::PresenceBatch {
+                    room: name.clone(),
+                    joined: pending.joined.into_iter().collect(),
+                    left: pending.left.into_iter().collect(),
+                    typing: pending.typing.into_iter().collect(),
+                }
+                .encode();
+                self.fan_out_event(room, frame);
+            }
+        }
+    }
+
+    /// Queues an unsequenced event to every member that has been told `joined`.
+    fn fan_out_event(&self, room: &Room, frame: Frame) {
         let mut delivered = 0;
         for member in room.members.values() {
             if member.lock().state == SyncState::Joining {
@@ -354,6 +434,42 @@ mod tests {
         assert_eq!(hub.join(&room(), &b, 1).err(), Some(JoinRefused::Full));
         assert!(hub.leave(&room(), "a"));
         assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn presence_in_big_rooms_is_batched() {
+        let hub = Hub::with_presence_batch_above(1);
+        let (_a, mut out_a) = live_member(&hub, "a", 16);
+        let presence = |user: &str, state| Envelope {
+            room: room(),
+            event: BusEvent::Presence { user: UserName::parse(user).expect("valid"), state },
+            trace: None,
+        };
+        // One member: events go out one by one.
+        hub.deliver(presence("x", PresenceState::Join));
+        assert!(out_a.try_recv().is_some());
+        let (_b, mut out_b) = live_member(&hub, "b", 16);
+        // Two members (> 1): held back and coalesced.
+        hub.deliver(presence("x", PresenceState::Leave));
+        hub.deliver(presence("y", PresenceState::Join));
+        hub.deliver(presence("z", PresenceState::Join));
+        hub.deliver(presence("z", PresenceState::Leave));
+        assert!(out_a.try_recv().is_none());
+        hub.flush_presence();
+        for out in [&mut out_a, &mut out_b] {
+            let frame = out.try_recv().expect("one batch");
+            match ServerFrame::decode(frame.as_str()).expect("decodes") {
+                ServerFrame::PresenceBatch { joined, left, .. } => {
+                    let names = |v: Vec<UserName>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+                    assert_eq!(names(joined), vec!["y"]);
+                    assert_eq!(names(left), vec!["x", "z"]);
+                }
+                other => panic!("expected a batch, got {other:?}"),
+            }
+            assert!(out.try_recv().is_none());
+        }
+        hub.flush_presence();
+        assert!(out_a.try_recv().is_none());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const MAX_ROOM_LEN: usize = 64;
 pub const MAX_USER_CHARS: usize = 32;
 /// Longest client message id, in bytes (ids are ASCII).
 pub const MAX_ID_LEN: usize = 64;
+/// Prefix the server puts on unverified guests' names when token users share
+/// the node (see `docs/protocol.md`); no chosen name may contain it.
+pub const GUEST_MARK: char = '~';
 
 macro_rules! arc_name {
     ($name:ident, $doc:literal) => {
@@ -79,7 +82,8 @@ macro_rules! arc_name {
 arc_name!(RoomName, "A room name: 1 to 64 ASCII letters, digits, `_`, `-`, `.` or `:`.");
 arc_name!(
     UserName,
-    "A display name: 1 to 32 characters of letters, digits, space, `_`, `-` or `.`, trimmed."
+    "A display name: 1 to 32 characters of letters, digits, space, `_`, `-` or `.`, trimmed; \
+     the server may prefix a guest's name with [`GUEST_MARK`]."
 );
 arc_name!(
     ClientMessageId,
@@ -105,8 +109,32 @@ impl RoomName {
 }
 
 impl UserName {
-    /// Validates a display name; surrounding whitespace is trimmed first.
+    /// Validates a display name as it travels (in frames, on the bus, in
+    /// history): a plain name, or the server's guest mark followed by one.
+    /// Surrounding whitespace is trimmed first.
     pub fn parse(s: &str) -> Result<Self, NameError> {
+        let s = s.trim();
+        match s.strip_prefix(GUEST_MARK) {
+            Some(nick) => UserName::guest(nick),
+            None => UserName::parse_unmarked(s),
+        }
+    }
+
+    /// Marks a nickname as an unverified guest's (`ann` becomes `~ann`), so it
+    /// can never equal the name of a user who proved who they are.
+    pub fn guest(nick: &str) -> Result<Self, NameError> {
+        let nick = UserName::parse_unmarked(nick)?;
+        Ok(UserName(Arc::from(format!("{GUEST_MARK}{nick}"))))
+    }
+
+    /// Whether the name carries the guest mark.
+    pub fn is_guest(&self) -> bool {
+        self.0.starts_with(GUEST_MARK)
+    }
+
+    /// Validates a name someone chose (a `?name=` nickname, a token's `name`
+    /// claim): the guest mark is refused like any other symbol.
+    pub fn parse_unmarked(s: &str) -> Result<Self, NameError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(NameError::Empty);
@@ -161,6 +189,20 @@ mod tests {
         assert!(UserName::parse("<script>").is_err());
         assert!(UserName::parse("   ").is_err());
         assert!(UserName::parse(&"é".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn guest_mark() {
+        let guest = UserName::guest(" ann ").expect("valid");
+        assert_eq!(guest.as_str(), "~ann");
+        assert!(guest.is_guest());
+        // The mark survives the wire; nobody can choose it.
+        assert_eq!(UserName::parse("~ann"), Ok(guest));
+        assert_eq!(UserName::parse_unmarked("~ann"), Err(NameError::BadChar('~')));
+        assert_eq!(UserName::guest("~ann"), Err(NameError::BadChar('~')));
+        assert!(UserName::parse("~").is_err());
+        assert!(UserName::parse("~~ann").is_err());
+        assert!(!UserName::parse("ann").expect("valid").is_guest());
     }
 
     #[test]

@@ -84,6 +84,18 @@ pub enum ServerFrame {
         /// What.
         state: PresenceState,
     },
+    /// Presence changes of a big room, coalesced (sent at most once a second
+    /// instead of one `presence` per change). Apply `joined`, then `left`.
+    PresenceBatch {
+        /// Room.
+        room: RoomName,
+        /// Users whose first connection joined since the last batch.
+        joined: Vec<UserName>,
+        /// Users whose last connection left since the last batch.
+        left: Vec<UserName>,
+        /// Users who were typing.
+        typing: Vec<UserName>,
+    },
     /// The server sequenced the client's `send`.
     Ack {
         /// The client's message id.
