@@ -35,13 +35,13 @@
 //!
 //! # Modules
 //!
-//! - [`keys`]: names and the pre-encoded envelope pieces the scripts splice.
-//! - [`scripts`]: the Lua scripts and decoding of their replies.
-//! - [`connections`]: command connections (deadpool-redis) with a deadline per command.
-//! - [`pubsub`]: refcounted subscriptions, the reconnecting supervisor, the reader.
-//! - [`history`]: head and history reads, coalesced by [`flight`].
-//! - [`presence`]: cluster-wide presence with expiring entries.
-//! - [`stats`]: counters for metrics.
+//! - `keys`: names and the pre-encoded envelope pieces the scripts splice.
+//! - `scripts`: the Lua scripts and decoding of their replies.
+//! - `connections`: command connections (deadpool-redis) with a deadline per command.
+//! - `pubsub`: refcounted subscriptions, the reconnecting supervisor, the reader.
+//! - `history`: head and history reads, coalesced by `flight`.
+//! - `presence`: cluster-wide presence with expiring entries.
+//! - `stats`: counters for metrics ([`RedisStats`]).
 
 mod connections;
 mod flight;
@@ -52,7 +52,7 @@ mod pubsub;
 mod scripts;
 mod stats;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use palaver_protocol::{BusEvent, Envelope, HistoryQuery, PresenceState, RoomName, UserName};
@@ -83,7 +83,9 @@ use crate::{
 };
 
 /// Settings of the Redis broker; [`RedisConfig::new`] fills in the defaults.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output hides the URL's credentials, so the config can be logged.
+#[derive(Clone)]
 pub struct RedisConfig {
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
     pub url: String,
@@ -128,6 +130,33 @@ impl RedisConfig {
             heartbeat: Duration::from_secs(1),
             shutdown: CancellationToken::new(),
         }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("node_id", &self.node_id)
+            .field("history_max", &self.history_max)
+            .field("room_ttl", &self.room_ttl)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_concurrent_reads", &self.max_concurrent_reads)
+            .field("connections", &self.connections)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any `user:password@` replaced by `***@`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -360,5 +389,19 @@ impl Broker for RedisBroker {
 
     fn is_ready(&self) -> bool {
         self.core.bus.is_up()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_credentials() {
+        let config = RedisConfig::new("redis://user:s3cret@redis.internal:6379/0", "n1");
+        let shown = format!("{config:?}");
+        assert!(shown.contains("redis://***@redis.internal:6379/0"), "{shown}");
+        assert!(!shown.contains("s3cret"));
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -124,6 +124,17 @@ impl CommandPool {
         Ok(Leased { lane: index, generation, conn: handle })
     }
 
+    /// Drops every connection: the pub/sub connection to the same Redis just
+    /// died, so these almost surely did too, and the next commands should
+    /// connect afresh rather than fail once per lane on a dead socket.
+    pub fn reset(&self) {
+        for lane in self.lanes.iter() {
+            if let Some((_, conn)) = lane.slot.lock().take() {
+                drop(Connection::take(conn));
+            }
+        }
+    }
+
     fn discard(&self, leased: &Leased) {
         let mut slot = self.lanes[leased.lane].slot.lock();
         if slot.as_ref().is_some_and(|(generation, _)| *generation == leased.generation)

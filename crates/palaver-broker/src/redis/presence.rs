@@ -54,9 +54,12 @@ const PIPELINE_BATCH: usize = 64;
 /// Most expired users one sweep call removes (the rest go next tick).
 const SWEEP_BATCH: usize = 100;
 
+/// One local connection's presence in a room: the user and the session id.
+type Session = (UserName, Arc<str>);
+
 /// This node's live entries, the ones it keeps refreshing.
 pub(crate) struct LocalPresence {
-    entries: Mutex<HashMap<RoomName, HashSet<(UserName, Arc<str>)>>>,
+    entries: Mutex<HashMap<RoomName, HashSet<Session>>>,
     /// Leaves take it shared; re-joining lost entries takes it exclusively, so
     /// a leave in flight is never undone by a refresh that saw the entry
     /// before it was removed.
@@ -94,7 +97,7 @@ impl LocalPresence {
             .is_some_and(|sessions| sessions.contains(&(user.clone(), session.clone())))
     }
 
-    fn snapshot(&self) -> Vec<(RoomName, Vec<(UserName, Arc<str>)>)> {
+    fn snapshot(&self) -> Vec<(RoomName, Vec<Session>)> {
         self.entries
             .lock()
             .iter()
@@ -242,7 +245,7 @@ impl Core {
                 Ok(true) => {
                     info!(room = %room, user = %user, "presence entry restored");
                     if let Err(e) = self.signal(&room, &user, PresenceState::Join, None).await {
-                        warn!(room = %room, user = %user, error = %e, "announcing restored presence failed");
+                        warn!(room = %room, user = %user, error = %e, "announcing presence failed");
                     }
                 }
                 Ok(false) => debug!(room = %room, user = %user, "presence entry restored"),

@@ -237,6 +237,7 @@ pub(crate) async fn supervise(
                             Ended::Shutdown => return,
                             Ended::Lost(reason) => {
                                 warn!(node = %node, reason = %reason, "bus connection lost");
+                                core.commands.reset();
                                 core.inbox.bus_state(false);
                                 None
                             }
@@ -257,11 +258,12 @@ pub(crate) async fn supervise(
         let delay = backoff.next();
         if let Some(error) = failure {
             failures += 1;
+            let retry_ms = delay.as_millis() as u64;
             // Loud once per outage, quiet while it lasts.
             if failures == 1 {
-                warn!(node = %node, error = %error, retry_ms = delay.as_millis() as u64, "bus connect failed");
+                warn!(node = %node, error = %error, retry_ms, "bus connect failed");
             } else {
-                debug!(node = %node, error = %error, failures, retry_ms = delay.as_millis() as u64, "bus connect failed");
+                debug!(node = %node, error = %error, failures, retry_ms, "bus connect failed");
             }
         }
         tokio::select! {

@@ -17,8 +17,8 @@ use redis::{Script, Value};
 
 use crate::broker::{BrokerError, RoomHead};
 
-/// Shared prologue: the epoch rule. Expects KEYS[1]=epoch, KEYS[2]=seq,
-/// KEYS[3]=stream, KEYS[4]=ids, ARGV[1]=new epoch, ARGV[2]=room ttl (ms).
+/// Shared prologue: the epoch rule. Expects `KEYS` = epoch, seq, stream, ids
+/// and `ARGV[1]` = new epoch, `ARGV[2]` = room ttl (ms).
 /// Leaves `epoch` set and `fresh` true when it created the epoch.
 const ENSURE_EPOCH: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
