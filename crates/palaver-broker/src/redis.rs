@@ -170,6 +170,9 @@ struct Core {
     bus: Bus,
     presence: LocalPresence,
     reads: Arc<SingleFlight<(RoomName, Read), HistoryPage>>,
+    /// Member lists are O(room size): a reconnect storm into a big room would
+    /// fetch the same list once per joining client without this.
+    member_reads: Arc<SingleFlight<RoomName, Vec<UserName>>>,
     read_permits: Semaphore,
     stats: RedisStats,
 }
@@ -280,6 +283,7 @@ impl RedisBroker {
             bus: Bus::new(config.prefix.clone(), config.command_timeout),
             presence: LocalPresence::new(),
             reads: SingleFlight::new(),
+            member_reads: SingleFlight::new(),
             read_permits: Semaphore::new(config.max_concurrent_reads.max(1)),
             stats: RedisStats::default(),
             config: RedisConfig {

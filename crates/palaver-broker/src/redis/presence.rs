@@ -32,6 +32,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::FutureExt;
 use palaver_protocol::{PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
 use redis::{ScriptInvocation, Value};
@@ -173,8 +174,24 @@ impl Core {
         Ok(removed == 1)
     }
 
-    /// See [`crate::Broker::members`].
-    pub(crate) async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
+    /// See [`crate::Broker::members`]; concurrent reads of one room share one fetch.
+    pub(crate) async fn members(
+        self: &Arc<Self>,
+        room: &RoomName,
+    ) -> Result<Vec<UserName>, BrokerError> {
+        let core = self.clone();
+        let fetch_room = room.clone();
+        let (result, shared) = self
+            .member_reads
+            .run(room.clone(), move || async move { core.fetch_members(&fetch_room).await }.boxed())
+            .await;
+        if shared {
+            add(&self.stats.single_flight_hits, 1);
+        }
+        result
+    }
+
+    async fn fetch_members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
         let keys = RoomKeys::new(&self.config.prefix, room);
         let mut invocation = self.scripts.presence_members.prepare_invoke();
         invocation.key(&keys.presence);
