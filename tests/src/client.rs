@@ -47,6 +47,22 @@ impl WsClient {
         client
     }
 
+    /// Connects without reading `welcome`: in token mode the server sends it
+    /// only after an `auth` frame. [`WsClient::read_welcome`] reads it then.
+    pub async fn connect_unwelcomed(url: &str) -> WsClient {
+        let (ws, _) = connect_async_with_config(url, None, true)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        WsClient { ws, pending: VecDeque::new(), welcome: ServerFrame::Pong }
+    }
+
+    /// Reads `welcome` (for [`WsClient::connect_unwelcomed`]).
+    pub async fn read_welcome(&mut self) -> &ServerFrame {
+        self.welcome = self.next().await;
+        assert!(matches!(self.welcome, ServerFrame::Welcome { .. }), "got {:?}", self.welcome);
+        &self.welcome
+    }
+
     /// Sends a JSON value as a text frame.
     pub async fn send_json(&mut self, value: Value) {
         self.send_raw(Message::Text(value.to_string().into())).await;

@@ -1,9 +1,13 @@
 //! Test harness: start real `palaver` nodes (and `redis-server`s) on ephemeral
 //! ports and drive them with real WebSocket clients. Keeps the tests short.
 
+pub mod balancer;
 pub mod browser;
 pub mod client;
 pub mod node;
+pub mod otlp;
+pub mod prometheus;
+pub mod raw;
 pub mod redis;
 
 pub use client::WsClient;

@@ -42,11 +42,23 @@ impl Node {
 
     /// Starts a node on a given address (to restart on the same port).
     pub fn start_on(listen: &str, args: &[&str]) -> Node {
+        Self::start_with_env(listen, args, &[])
+    }
+
+    /// Starts a node with extra environment variables (e.g. `OTEL_*`).
+    pub fn start_with_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(binary())
             .arg("--listen")
             .arg(listen)
             .args(args)
             .env("RUST_LOG", std::env::var("PALAVER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            // The abuse limits' defaults would trip tests that hammer a node
+            // from 127.0.0.1 on purpose (floods, slow consumers, many
+            // clients). Tests of the limits pass flags, which win over these.
+            .env("PALAVER_RATE_LIMIT", "off")
+            .env("PALAVER_CONN_RATE_PER_IP", "off")
+            .env("PALAVER_MAX_CONNS_PER_IP", "0")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -101,11 +101,7 @@ impl RedisServer {
     pub fn numsub(&self, channel: &str) -> i64 {
         let reply = self.command(&["PUBSUB", "NUMSUB", channel]).unwrap_or_default();
         // *2\r\n$len\r\nchannel\r\n:N\r\n
-        reply
-            .lines()
-            .find_map(|l| l.strip_prefix(':'))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(-1)
+        reply.lines().find_map(|l| l.strip_prefix(':')).and_then(|n| n.parse().ok()).unwrap_or(-1)
     }
 }
 

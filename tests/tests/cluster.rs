@@ -199,7 +199,10 @@ async fn redis_outage_is_retryable_and_everyone_converges_afterwards() {
     a.send_json(json!({"type":"send","room":"lobby","id":"a4","text":"during"})).await;
     match a.expect(|f| matches!(f, ServerFrame::Error { .. })).await {
         ServerFrame::Error { code, retryable, reference, .. } => {
-            assert_eq!((code, retryable, reference.as_deref()), (ErrorCode::Unavailable, true, Some("a4")));
+            assert_eq!(
+                (code, retryable, reference.as_deref()),
+                (ErrorCode::Unavailable, true, Some("a4"))
+            );
         }
         _ => unreachable!(),
     }
@@ -269,7 +272,9 @@ async fn idempotent_retry_through_another_node_is_one_message() {
     first.close().await;
     let mut retry = WsClient::connect(&nodes[1].ws_url("ann")).await;
     retry.join("lobby").await;
-    retry.send_json(json!({"type":"send","room":"lobby","id":"retry-me","text":"exactly once"})).await;
+    retry
+        .send_json(json!({"type":"send","room":"lobby","id":"retry-me","text":"exactly once"}))
+        .await;
     match retry.expect(|f| matches!(f, ServerFrame::Ack { .. })).await {
         ServerFrame::Ack { seq: s, duplicate, .. } => assert_eq!((s, duplicate), (seq, true)),
         _ => unreachable!(),

@@ -10,7 +10,10 @@ use palaver_hub::{ClientConfig, Hub};
 use palaver_protocol::Limits;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, metered_broker::MeteredBroker, metrics::Metrics, server::Backend};
+use crate::{
+    config::Config, metered_broker::MeteredBroker, metrics::Metrics, security::Security,
+    server::Backend,
+};
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
 pub struct App {
@@ -36,6 +39,8 @@ pub struct App {
     pub stats: ConnectionStats,
     /// Counters and histograms served at `/metrics` (with `stats` and the hub's).
     pub metrics: Arc<Metrics>,
+    /// Auth, private rooms, origins and rate limits, from the config.
+    pub security: Security,
     accepting: AtomicBool,
 }
 
@@ -59,6 +64,7 @@ impl App {
         let client_config =
             ClientConfig { queue_frames: config.queue_frames, queue_bytes: config.queue_bytes };
         let metrics = Arc::new(Metrics::default());
+        let security = Security::from_config(&config);
         App {
             config,
             node_id,
@@ -71,6 +77,7 @@ impl App {
             connections: TaskTracker::new(),
             stats: ConnectionStats::default(),
             metrics,
+            security,
             accepting: AtomicBool::new(true),
         }
     }

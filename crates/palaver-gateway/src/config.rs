@@ -2,11 +2,23 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use axum::http::HeaderName;
 use clap::Parser;
+
+use crate::{
+    access::RoomPatterns,
+    auth::{AuthMode, PublicKey, Secret},
+    ratelimit::Rate,
+};
 
 /// Configuration of one gateway node. Every flag has an environment variable.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "palaver", version, about = "Palaver chat gateway node")]
+#[command(
+    name = "palaver",
+    version,
+    about = "Palaver chat gateway node",
+    after_help = "Mint an access token: palaver token --help"
+)]
 pub struct Config {
     /// Address to listen on (use port 0 for an ephemeral port).
     #[arg(long, env = "PALAVER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -72,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "PALAVER_MAX_ROOM_MEMBERS", default_value_t = 100_000)]
     pub max_room_members: usize,
 
+    /// Rooms with more local members than this get presence changes coalesced
+    /// into one `presence_batch` per second instead of one `presence` each.
+    #[arg(long, env = "PALAVER_PRESENCE_BATCH_ABOVE", default_value_t = 200)]
+    pub presence_batch_above: usize,
+
     /// Size of each connection's socket read buffer, in bytes (allocated per connection).
     #[arg(long, env = "PALAVER_READ_BUFFER", default_value_t = 4096)]
     pub read_buffer: usize,
@@ -80,9 +97,96 @@ pub struct Config {
     #[arg(long, env = "PALAVER_SHUTDOWN_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_deadline: Duration,
 
+    /// Who may connect: `guest` (nicknames from `?name=`; tokens too when a
+    /// key is set, and then guests' names get the `~` mark) or `token` (a
+    /// valid token is required).
+    #[arg(long, env = "PALAVER_AUTH", value_enum, default_value = "guest")]
+    pub auth: AuthMode,
+
+    /// Shared secret for HS256/384/512 tokens (prefer the environment variable).
+    #[arg(long, env = "PALAVER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key file for RS*/PS*, ES256/384 or EdDSA tokens.
+    #[arg(long, env = "PALAVER_JWT_PUBLIC_KEY", value_parser = PublicKey::load)]
+    pub jwt_public_key: Option<PublicKey>,
+
+    /// Required token audience (`aud`). Unset: tokens must not carry one.
+    #[arg(long, env = "PALAVER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required token issuer (`iss`). Unset: any issuer.
+    #[arg(long, env = "PALAVER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf`; a connection closes
+    /// (4001) this long after its token's `exp`.
+    #[arg(long, env = "PALAVER_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// In token mode, how long a connection without `?token=` has to send its `auth` frame.
+    #[arg(long, env = "PALAVER_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Private rooms, comma-separated names or patterns (`team-*,staff`): only
+    /// tokens whose `rooms` claim grants them may enter.
+    #[arg(long, env = "PALAVER_PRIVATE_ROOMS", default_value = "")]
+    pub private_rooms: RoomPatterns,
+
+    /// Web origins allowed to open a WebSocket, comma-separated
+    /// (`https://chat.example.com`, `https://*.example.com`, `*` for any).
+    /// Same-origin pages and clients without `Origin` are always allowed.
+    #[arg(long, env = "PALAVER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Open WebSocket connections per client IP (IPv6: per /64); 0 = no limit.
+    #[arg(long, env = "PALAVER_MAX_CONNS_PER_IP", default_value_t = 1000)]
+    pub max_conns_per_ip: u32,
+
+    /// New WebSocket connections per client IP (`50/s`, `600/m`, `off`).
+    #[arg(long, env = "PALAVER_CONN_RATE_PER_IP", default_value = "50/s")]
+    pub conn_rate_per_ip: Rate,
+
+    /// Burst of new connections per client IP above the rate.
+    #[arg(long, env = "PALAVER_CONN_BURST_PER_IP", default_value_t = 200)]
+    pub conn_burst_per_ip: u32,
+
+    /// Take the client IP from this header's last address (set only behind a
+    /// proxy that writes it, e.g. `X-Forwarded-For`).
+    #[arg(long, env = "PALAVER_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<HeaderName>,
+
+    /// Frames per connection (`20/s`, `off`); over it: `rate_limited` errors.
+    #[arg(long, env = "PALAVER_RATE_LIMIT", default_value = "20/s")]
+    pub rate_limit: Rate,
+
+    /// Burst of frames per connection above the rate.
+    #[arg(long, env = "PALAVER_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+
+    /// More `rate_limited` refusals than this within `--rate-strike-window`
+    /// closes the connection with 1008; 0 = never.
+    #[arg(long, env = "PALAVER_RATE_STRIKES", default_value_t = 50)]
+    pub rate_strikes: u32,
+
+    /// Window over which `--rate-strikes` are counted.
+    #[arg(long, env = "PALAVER_RATE_STRIKE_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub rate_strike_window: Duration,
+
+    /// A client must send each HTTP request head (the upgrade included)
+    /// within this long of connecting (or of its previous request).
+    #[arg(long, env = "PALAVER_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "PALAVER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Which spans are exported as OpenTelemetry traces (an `EnvFilter`
+    /// directive, independent of `RUST_LOG`). Export itself is switched on by
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_TRACES_EXPORTER=otlp`.
+    #[arg(long, env = "PALAVER_TRACE_FILTER", default_value = "info")]
+    pub trace_filter: String,
 }
 
 /// Log output format.
@@ -118,6 +222,13 @@ mod tests {
         assert_eq!(config.max_frame, 16 * 1024);
         assert_eq!(config.history_size, 1000);
         assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
+        assert_eq!(config.auth, AuthMode::Guest);
+        assert_eq!(config.auth_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_conns_per_ip, 1000);
+        assert_eq!(config.rate_limit, "20/s".parse().expect("rate"));
+        assert_eq!(config.rate_burst, 40);
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert!(config.private_rooms.is_empty() && config.allowed_origins.is_empty());
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! pings, and enforces the write timeout. Either one ending closes the client,
 //! which ends the other.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{
@@ -15,13 +18,16 @@ use futures_util::{
     stream::{SplitSink, SplitStream},
 };
 use palaver_hub::{Client, Outbox};
-use palaver_protocol::{CloseCode, ErrorCode, Frame, UserName};
+use palaver_protocol::{CloseCode, ErrorCode, Frame};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
     app::{App, bump},
-    identity::new_session_id,
+    identity::{Identity, new_session_id},
+    metrics::Metrics,
+    ratelimit::{Verdict, frame_reference},
+    security::Security,
     session::Session,
 };
 
@@ -30,9 +36,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Frames written per flush at most, so one busy client cannot starve pings.
 const MAX_BATCH: usize = 64;
 
-/// Serves one upgraded socket until it closes.
-pub async fn serve(socket: WebSocket, app: Arc<App>, user: UserName) {
+/// Serves one upgraded, authenticated socket until it closes.
+pub async fn serve(socket: WebSocket, app: Arc<App>, identity: Identity) {
     let session_id = new_session_id();
+    let Identity { user, grants, expires, .. } = identity;
     let span =
         tracing::info_span!("connection", session = %session_id, user = %user, node = %app.node_id);
     async move {
@@ -44,14 +51,15 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, user: UserName) {
         let (sink, stream) = socket.split();
         let writer =
             tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()).in_current_span());
-        let mut session = Session::new(app.clone(), client.clone());
+        let mut session = Session::new(app.clone(), client.clone(), grants);
         session.welcome().await;
-        let open = read_pump(stream, &mut session, &client, &app).await;
+        let open = read_pump(stream, &mut session, &client, &app, expires).await;
         let (_, _) = tokio::join!(writer, session.depart_all());
         if let Some(stream) = open {
             linger(stream, app.config.write_timeout.min(LINGER)).await;
         }
         app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        app.metrics.connection_closed(client.close_code());
         tracing::debug!(code = client.close_code(), "disconnected");
     }
     .instrument(span)
@@ -73,20 +81,39 @@ async fn linger(mut stream: SplitStream<WebSocket>, limit: Duration) {
     .await;
 }
 
-/// Reads frames until the client goes, is closed, or the node shuts down.
-/// Returns the stream when it is still healthy enough to linger on.
+/// Reads frames until the client goes, is closed, its token expires, or the
+/// node shuts down. Returns the stream when it is still healthy enough to
+/// linger on.
 async fn read_pump(
     mut stream: SplitStream<WebSocket>,
     session: &mut Session,
     client: &Client,
     app: &App,
+    expires: Option<SystemTime>,
 ) -> Option<SplitStream<WebSocket>> {
     let deadline = app.config.read_deadline;
     let mut silent_until = Instant::now() + deadline;
+    let mut budget = Security::frame_budget(&app.config);
+    // The token's end is the connection's end: the client comes back with a
+    // fresh token and resumes with `since`, losing nothing.
+    let expired = async {
+        match expires {
+            Some(at) => {
+                tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     loop {
         let next = tokio::select! {
             biased;
             () = client.closing().cancelled() => return Some(stream),
+            () = &mut expired => {
+                tracing::info!("token expired; closing");
+                client.close(CloseCode::Unauthorized);
+                return Some(stream);
+            }
             () = client.resync_requested() => {
                 session.catch_up_all().await;
                 continue;
@@ -99,6 +126,28 @@ async fn read_pump(
             next = stream.next() => next,
         };
         silent_until = Instant::now() + deadline;
+        if let Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_))) = &next {
+            match budget.check() {
+                Verdict::Admit => {}
+                // The frame is dropped unread; data frames are told why, pings just count.
+                Verdict::Refuse => {
+                    let reference = match &next {
+                        Some(Ok(Message::Text(text))) => frame_reference(text.as_str()),
+                        _ => None,
+                    };
+                    if !matches!(next, Some(Ok(Message::Ping(_)))) {
+                        let message = "too many frames; slow down";
+                        session.refuse(ErrorCode::RateLimited, message, reference).await;
+                    }
+                    continue;
+                }
+                Verdict::Abuse => {
+                    tracing::info!("sustained flooding; closing 1008");
+                    client.close(CloseCode::PolicyViolation);
+                    return Some(stream);
+                }
+            }
+        }
         match next {
             None => {
                 client.close(CloseCode::Normal);
@@ -163,7 +212,7 @@ async fn write_pump(
             biased;
             () = client.closing().cancelled() => break true,
             frame = outbox.recv() => match frame {
-                Some(frame) => write_batch(&mut sink, &mut outbox, frame, write_timeout).await,
+                Some(frame) => write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await,
                 None => break true,
             },
             _ = ping.tick() => within(write_timeout, sink.send(Message::Ping(Default::default()))).await,
@@ -186,7 +235,7 @@ async fn write_pump(
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
         while let Some(frame) = outbox.try_recv() {
-            if !write_batch(&mut sink, &mut outbox, frame, write_timeout).await {
+            if !write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await {
                 return;
             }
         }
@@ -200,19 +249,24 @@ async fn write_pump(
     .await;
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+/// Writes `first` and whatever else is queued (up to a batch), then flushes
+/// once. The batch size is recorded: full batches mean a backed-up client.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     outbox: &mut Outbox,
     first: Frame,
     write_timeout: Duration,
+    metrics: &Metrics,
 ) -> bool {
     within(write_timeout, async {
         sink.feed(text(first)).await?;
-        for _ in 1..MAX_BATCH {
+        let mut frames = 1;
+        while frames < MAX_BATCH {
             let Some(frame) = outbox.try_recv() else { break };
             sink.feed(text(frame)).await?;
+            frames += 1;
         }
+        metrics.write_batch(frames);
         sink.flush().await
     })
     .await

@@ -1,14 +1,39 @@
-//! Who a new connection speaks for. Today: a validated nickname from
-//! `?name=`, or a generated guest name.
+//! Who a new connection speaks for: a guest with a nickname from `?name=`
+//! (or a generated one), or a user whose token [`crate::auth`] verified.
+
+use std::{sync::Arc, time::SystemTime};
 
 use palaver_protocol::{NameError, UserName};
 
-/// Resolves the connection's user from the `name` query parameter.
-pub fn guest(name: Option<&str>) -> Result<UserName, NameError> {
-    match name {
-        Some(name) => UserName::parse(name),
-        None => UserName::parse(&format!("guest-{:04x}", rand::random::<u16>())),
-    }
+use crate::access::RoomPatterns;
+
+/// The identity a connection was admitted with. Fixed for the connection's life.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The name others see (`welcome.user`, `message.user`, presence).
+    pub user: UserName,
+    /// The token's `sub`, for logs; `None` for guests.
+    pub subject: Option<Arc<str>>,
+    /// Private rooms the token grants (its `rooms` claim); none for guests.
+    pub grants: Arc<RoomPatterns>,
+    /// When the token expires; the connection is closed (4001) then.
+    pub expires: Option<SystemTime>,
+}
+
+/// A guest from the `name` query parameter. `marked`: token users share the
+/// node, so the guest's name carries the guest mark (`~ann`) and can never
+/// pass for theirs.
+pub fn guest(name: Option<&str>, marked: bool) -> Result<Identity, NameError> {
+    let generated;
+    let name = match name {
+        Some(name) => name,
+        None => {
+            generated = format!("guest-{:04x}", rand::random::<u16>());
+            &generated
+        }
+    };
+    let user = if marked { UserName::guest(name)? } else { UserName::parse_unmarked(name)? };
+    Ok(Identity { user, subject: None, grants: Arc::default(), expires: None })
 }
 
 /// A fresh session id.
@@ -22,8 +47,14 @@ mod tests {
 
     #[test]
     fn guest_names() {
-        assert_eq!(guest(Some(" ann ")).expect("valid").as_str(), "ann");
-        assert!(guest(Some("<b>")).is_err());
-        assert!(guest(None).expect("generated").as_str().starts_with("guest-"));
+        let name = |n: Option<&str>, marked| guest(n, marked).map(|i| i.user.to_string());
+        assert_eq!(name(Some(" ann "), false).expect("valid"), "ann");
+        assert!(name(Some("<b>"), false).is_err());
+        assert!(name(None, false).expect("generated").starts_with("guest-"));
+        assert_eq!(name(Some("ann"), true).expect("valid"), "~ann");
+        assert!(name(None, true).expect("generated").starts_with("~guest-"));
+        // Nobody picks the mark themselves, marked or not.
+        assert!(name(Some("~ann"), false).is_err());
+        assert!(name(Some("~ann"), true).is_err());
     }
 }

@@ -12,6 +12,16 @@ pub struct HubInbox(pub Arc<Hub>);
 
 impl Inbox for HubInbox {
     fn deliver(&self, envelope: Envelope) {
+        // The envelope carries a trace context only when the publishing node
+        // exports traces: then the fan-out joins that trace, one span per
+        // event per node (not per member). Otherwise there is no span at all.
+        let Some(parent) = &envelope.trace else {
+            self.0.deliver(envelope);
+            return;
+        };
+        let span = tracing::info_span!("deliver", room = %envelope.room);
+        crate::telemetry::set_remote_parent(&span, parent);
+        let _entered = span.enter();
         self.0.deliver(envelope);
     }
 

@@ -3,16 +3,30 @@
 //! It wires the pieces: [`config`] (one clap struct), the broker (memory or
 //! Redis) and the hub through [`inbox`], the HTTP and WebSocket routes in
 //! [`server`], and one [`connection`] (a read task and a write task) per
-//! socket, whose requests a [`session`] handles.
+//! socket, whose requests a [`session`] handles. [`metrics`] serves
+//! `/metrics` (the broker is wrapped in a [`metered_broker`]) and
+//! [`telemetry`] sets up logs and OpenTelemetry traces. [`security`] admits
+//! connections ([`auth`], [`origin`], [`ratelimit`]) and [`access`] keeps
+//! private rooms private.
 
+pub mod access;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod identity;
 pub mod inbox;
+pub mod metered_broker;
+pub mod metrics;
+pub mod mint;
+pub mod origin;
+pub mod ratelimit;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod telemetry;
 pub mod web;
 
 pub use config::Config;

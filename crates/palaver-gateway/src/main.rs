@@ -1,17 +1,19 @@
-//! `palaver`: one Palaver gateway node.
+//! `palaver`: one Palaver gateway node (`palaver token ...` mints an access token).
 
 use clap::Parser;
-use palaver_gateway::{Config, config::LogFormat};
-use tracing_subscriber::EnvFilter;
+use palaver_gateway::{Config, telemetry::Telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.init(),
+    if palaver_gateway::mint::requested() {
+        return palaver_gateway::mint::run();
     }
-    palaver_gateway::run(config).await
+    let mut config = Config::parse();
+    // Resolved here so logs, traces and the node agree on one id.
+    let node_id = config.resolve_node_id();
+    let telemetry = Telemetry::init(&config, &node_id)?;
+    let result = palaver_gateway::run(config).await;
+    // Flush the last spans (the shutdown's) before the process goes.
+    telemetry.shutdown();
+    result
 }

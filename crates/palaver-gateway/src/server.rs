@@ -1,20 +1,19 @@
 //! The node: HTTP routes, the accept loop and graceful shutdown.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::{
     Router,
-    extract::{Query, State, WebSocketUpgrade},
-    http::StatusCode,
+    extract::{ConnectInfo, Query, State, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
-    serve::ListenerExt,
 };
 use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
 use palaver_hub::Hub;
 
-use crate::{app::App, config::Config, identity, inbox::HubInbox, web};
+use crate::{app::App, config::Config, inbox::HubInbox, web};
 
 /// The broker the config asks for: Redis when `--redis-url` is set, else memory.
 pub struct Backend {
@@ -49,6 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .merge(web::routes())
         .with_state(app)
 }
@@ -63,15 +63,18 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn upgrade(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let user = match identity::guest(params.get("name").map(String::as_str)) {
-        Ok(user) => user,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid name: {e}")).into_response(),
+    // Per-IP limits, origin, token or guest name: refused here with 429/403/401/400.
+    let admission = match app.security.admit(peer, &headers, &params) {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal.into_response(),
     };
     let config = &app.config;
     let tracker = app.connections.clone();
@@ -80,13 +83,27 @@ async fn upgrade(
         .max_write_buffer_size(config.queue_bytes.saturating_mul(2).max(config.max_frame * 4))
         .max_message_size(config.max_frame)
         .max_frame_size(config.max_frame)
-        .on_upgrade(move |socket| tracker.track_future(crate::connection::serve(socket, app, user)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(crate::security::serve(socket, app, admission))
+        })
+}
+
+/// Sends big rooms' coalesced presence once a second until shutdown.
+async fn flush_presence(app: Arc<App>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            _ = tick.tick() => app.hub.flush_presence(),
+        }
+    }
 }
 
 /// Runs a node until SIGINT/SIGTERM, then shuts down gracefully.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    crate::security::check(&config)?;
     let node_id = config.resolve_node_id();
-    let hub = Arc::new(Hub::new());
+    let hub = Arc::new(Hub::with_presence_batch_above(config.presence_batch_above));
     let backend = backend(&config, &node_id, &hub).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -97,19 +114,15 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     println!("palaver listening on http://{addr} node={node_id}");
     tracing::info!(%addr, node = %node_id, "listening");
 
+    tokio::spawn(flush_presence(app.clone()));
     let signal_app = app.clone();
     tokio::spawn(async move {
         crate::shutdown::signal().await;
         signal_app.begin_shutdown();
     });
-    let shutdown = app.shutdown.clone();
-    // Chat frames are small and latency-bound: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    // Like `axum::serve`, plus a deadline on request heads and the peer address.
+    let header_timeout = app.config.header_timeout;
+    crate::http::serve(listener, router(app.clone()), header_timeout, app.shutdown.clone()).await;
 
     // Accepting has stopped; every connection was told to close with 1001.
     app.connections.close();

@@ -21,7 +21,10 @@ use palaver_protocol::{
 };
 use tracing::Instrument;
 
-use crate::app::{App, bump};
+use crate::{
+    access::RoomPatterns,
+    app::{App, bump},
+};
 
 /// Messages read from history per round trip while catching up.
 const CATCH_UP_PAGE: u32 = 200;
@@ -34,6 +37,8 @@ pub struct Session {
     client: Arc<Client>,
     rooms: HashMap<RoomName, Arc<Membership>>,
     last_typing: HashMap<RoomName, Instant>,
+    /// Private rooms this connection's token grants.
+    grants: Arc<RoomPatterns>,
 }
 
 /// A request failed with a code the client is told.
@@ -61,8 +66,8 @@ impl From<BrokerError> for Refusal {
 
 impl Session {
     /// A session for a freshly accepted client.
-    pub fn new(app: Arc<App>, client: Arc<Client>) -> Self {
-        Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new() }
+    pub fn new(app: Arc<App>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
+        Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new(), grants }
     }
 
     /// Sends `welcome`.
@@ -93,6 +98,7 @@ impl Session {
         reference: Option<String>,
     ) {
         bump(&self.app.stats.errors_out);
+        self.app.metrics.error_frame(code);
         self.reply(ServerFrame::error(code, message, reference)).await;
     }
 
@@ -110,6 +116,15 @@ impl Session {
             ClientFrame::Send { id, .. } => Some(id.to_string()),
             other => Some(frame_type(other).to_owned()),
         };
+        if let Some(room) = frame.room()
+            && !self.app.security.access.allows(&self.grants, room)
+        {
+            // The same answer for every private room, joined by others or not:
+            // no members, history or presence of it reach this connection.
+            let message = format!("{room} is private");
+            self.refuse(ErrorCode::Forbidden, message, reference).await;
+            return;
+        }
         let result = match frame {
             ClientFrame::Join { room, since } => self.join(room, since).await,
             ClientFrame::Leave { room } => self.leave(room).await,
@@ -120,9 +135,10 @@ impl Session {
                 self.reply(ServerFrame::Pong).await;
                 Ok(())
             }
-            ClientFrame::Auth { .. } => {
-                Err(Refusal::new(ErrorCode::InvalidField, "this node takes no auth frames"))
-            }
+            ClientFrame::Auth { .. } => Err(Refusal::new(
+                ErrorCode::InvalidField,
+                "already admitted; auth is only a first frame",
+            )),
         };
         if let Err(refusal) = result {
             self.refuse(refusal.code, refusal.message, reference).await;
@@ -184,14 +200,17 @@ impl Session {
         let room = membership.room();
         let broker = &self.app.broker;
         broker.subscribe(room).await?;
+        tracing::debug!("subscribed");
         let entered = async {
             let head = broker.head(room).await?;
+            tracing::debug!(epoch = %head.epoch, seq = head.head, "read head");
             let user = self.client.user();
             if broker.presence_join(room, user, self.client.session()).await? {
                 // Best effort: presence events are advisory, `members` is authoritative.
                 let _ = broker.signal(room, user, PresenceState::Join, None).await;
             }
             let members = broker.members(room).await?;
+            tracing::debug!(members = members.len(), "registered presence");
             Ok::<_, BrokerError>((head, members))
         }
         .await;
@@ -320,8 +339,17 @@ impl Session {
         id: ClientMessageId,
     ) -> Result<(), Refusal> {
         self.membership(&room)?;
-        let draft = Draft { id: id.clone(), user: self.client.user().clone(), text, trace: None };
-        let span = tracing::info_span!("publish", room = %room, id = %id);
+        // Each message is its own trace (publish here, deliver on every node),
+        // linked to the connection's span rather than nested in it: a
+        // long-lived connection would otherwise be one unbounded trace.
+        let span = tracing::info_span!(
+            parent: None, "publish",
+            room = %room, id = %id, session = %self.client.session(), user = %self.client.user()
+        );
+        span.follows_from(tracing::Span::current());
+        // The fan-out on every node joins this trace (None when not exporting).
+        let trace = crate::telemetry::traceparent(&span);
+        let draft = Draft { id: id.clone(), user: self.client.user().clone(), text, trace };
         let published = self.app.broker.publish(&room, draft).instrument(span).await?;
         self.reply(ServerFrame::Ack {
             id,

@@ -124,7 +124,7 @@
   // ---- Incoming frames ---------------------------------------------------
   const handlers = {
     welcome: onWelcome, joined: onJoined, left: () => {}, message: onMessage,
-    presence: onPresence, ack: onAck, history: onHistory, pong: () => {}, error: onError,
+    presence: onPresence, presence_batch: onPresenceBatch, ack: onAck, history: onHistory, pong: () => {}, error: onError,
   };
   function handleFrame(data) {
     let f;
@@ -235,6 +235,13 @@
       r.typing.set(f.user, setTimeout(() => clearTyping(r, f.user), TYPING_SHOW_MS));
     }
     if (r.name === S.current) { renderMembers(); renderTyping(); }
+  }
+
+  // Big rooms send presence coalesced: apply it as the single events it stands for.
+  function onPresenceBatch(f) {
+    for (const user of f.joined) onPresence({ room: f.room, user, state: 'join' });
+    for (const user of f.left) onPresence({ room: f.room, user, state: 'leave' });
+    for (const user of f.typing) onPresence({ room: f.room, user, state: 'typing' });
   }
 
   // Errors: always shown; retryable sends go back to the outbox, others fail.

@@ -468,7 +468,8 @@ mod tests {
             let frame = out.try_recv().expect("one batch");
             match ServerFrame::decode(frame.as_str()).expect("decodes") {
                 ServerFrame::PresenceBatch { joined, left, .. } => {
-                    let names = |v: Vec<UserName>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+                    let names =
+                        |v: Vec<UserName>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
                     assert_eq!(names(joined), vec!["y"]);
                     assert_eq!(names(left), vec!["x", "z"]);
                 }

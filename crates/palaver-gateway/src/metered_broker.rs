@@ -1,0 +1,174 @@
+//! A [`Broker`] decorator that times every call into the real broker and
+//! counts failures, publishes and history reads, so neither the sessions nor
+//! the backends carry metrics code.
+
+use std::{sync::Arc, time::Instant};
+
+use async_trait::async_trait;
+use palaver_broker::{
+    Broker, BrokerError, Draft, HistoryPage, Published, RoomHead, broker::SharedBroker,
+};
+use palaver_protocol::{HistoryQuery, PresenceState, RoomName, UserName};
+
+use crate::metrics::{BrokerOp, Metrics};
+
+/// Wraps the node's broker; every call is forwarded unchanged.
+pub struct MeteredBroker {
+    inner: SharedBroker,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredBroker {
+    /// Wraps `inner`, recording into `metrics`.
+    pub fn wrap(inner: SharedBroker, metrics: Arc<Metrics>) -> SharedBroker {
+        Arc::new(MeteredBroker { inner, metrics })
+    }
+
+    fn record<T>(&self, op: BrokerOp, start: Instant, result: &Result<T, BrokerError>) {
+        self.metrics.broker_call(op, start.elapsed(), result.is_ok());
+    }
+}
+
+#[async_trait]
+impl Broker for MeteredBroker {
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.publish(room, draft).await;
+        self.record(BrokerOp::Publish, start, &result);
+        if let Ok(published) = &result {
+            let counter = if published.duplicate {
+                &self.metrics.duplicates
+            } else {
+                &self.metrics.published
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn signal(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        state: PresenceState,
+        trace: Option<String>,
+    ) -> Result<(), BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.signal(room, user, state, trace).await;
+        self.record(BrokerOp::Signal, start, &result);
+        result
+    }
+
+    async fn subscribe(&self, room: &RoomName) -> Result<(), BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.subscribe(room).await;
+        self.record(BrokerOp::Subscribe, start, &result);
+        result
+    }
+
+    async fn unsubscribe(&self, room: &RoomName) {
+        let start = Instant::now();
+        self.inner.unsubscribe(room).await;
+        self.metrics.broker_call(BrokerOp::Unsubscribe, start.elapsed(), true);
+    }
+
+    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.head(room).await;
+        self.record(BrokerOp::Head, start, &result);
+        result
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.history(room, query).await;
+        self.record(BrokerOp::History, start, &result);
+        if let Ok(page) = &result {
+            self.metrics
+                .history_messages
+                .fetch_add(page.messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn presence_join(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        session: &str,
+    ) -> Result<bool, BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.presence_join(room, user, session).await;
+        self.record(BrokerOp::PresenceJoin, start, &result);
+        result
+    }
+
+    async fn presence_leave(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        session: &str,
+    ) -> Result<bool, BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.presence_leave(room, user, session).await;
+        self.record(BrokerOp::PresenceLeave, start, &result);
+        result
+    }
+
+    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
+        let start = Instant::now();
+        let result = self.inner.members(room).await;
+        self.record(BrokerOp::Members, start, &result);
+        result
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.is_ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palaver_broker::{Inbox, MemoryBroker};
+    use palaver_protocol::{ClientMessageId, Envelope};
+
+    struct Nowhere;
+    impl Inbox for Nowhere {
+        fn deliver(&self, _: Envelope) {}
+        fn bus_state(&self, _: bool) {}
+    }
+
+    #[tokio::test]
+    async fn counts_publishes_duplicates_and_history() {
+        let metrics = Arc::new(Metrics::default());
+        let broker = MeteredBroker::wrap(
+            Arc::new(MemoryBroker::new(Arc::new(Nowhere), 100)),
+            metrics.clone(),
+        );
+        let room = RoomName::parse("lobby").expect("valid room");
+        let draft = Draft {
+            id: ClientMessageId::parse("m1").expect("valid id"),
+            user: UserName::parse("ann").expect("valid user"),
+            text: "hi".into(),
+            trace: None,
+        };
+        broker.publish(&room, draft.clone()).await.expect("publish");
+        broker.publish(&room, draft).await.expect("duplicate publish");
+        let page = broker
+            .history(&room, HistoryQuery::After { after: 0, limit: 10 })
+            .await
+            .expect("history");
+        assert_eq!(page.messages.len(), 1);
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(get(&metrics.published), 1);
+        assert_eq!(get(&metrics.duplicates), 1);
+        assert_eq!(get(&metrics.history_messages), 1);
+        assert_eq!(metrics.broker_op(BrokerOp::Publish).latency.count(), 2);
+        assert_eq!(metrics.broker_op(BrokerOp::History).latency.count(), 1);
+    }
+}

@@ -1,0 +1,598 @@
+//! `GET /metrics`: the node's counters in the Prometheus text format.
+//!
+//! The message path only ever does relaxed atomic adds: counters that already
+//! exist ([`crate::app::ConnectionStats`], [`palaver_hub::HubStats`], the
+//! Redis broker's [`palaver_broker::RedisStats`]) stay where they are, and the
+//! few this module adds ([`Metrics`]) are atomics too, histograms included
+//! ([`AtomicHistogram`]: one add per bucket, count and sum, no lock). A scrape
+//! reads everything once and encodes it with `prometheus-client`, through a
+//! throwaway registry holding one [`Collector`]; nothing is registered for the
+//! life of the process, so no lock or map sits between a connection and its
+//! counters.
+//!
+//! Every metric is listed, with what to watch, in `docs/operations.md`.
+
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use palaver_hub::HubStats;
+use palaver_protocol::{CloseCode, ErrorCode};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::app::App;
+
+/// Close codes with their own label value; anything else is `other`.
+const CLOSE_CODES: [CloseCode; 10] = [
+    CloseCode::Normal,
+    CloseCode::GoingAway,
+    CloseCode::ProtocolError,
+    CloseCode::InvalidPayload,
+    CloseCode::PolicyViolation,
+    CloseCode::TooBig,
+    CloseCode::InternalError,
+    CloseCode::TryAgainLater,
+    CloseCode::HeartbeatTimeout,
+    CloseCode::Unauthorized,
+];
+/// Slots for error codes, indexed by the enum's discriminant; the last one
+/// collects any code past the others (there are 16 today).
+const ERROR_SLOTS: usize = 32;
+/// Error codes exported as zeros before they first happen, so rates work from the start.
+const KNOWN_ERRORS: [ErrorCode; 16] = [
+    ErrorCode::BadJson,
+    ErrorCode::UnknownType,
+    ErrorCode::MissingField,
+    ErrorCode::InvalidField,
+    ErrorCode::BinaryNotSupported,
+    ErrorCode::InvalidRoom,
+    ErrorCode::InvalidId,
+    ErrorCode::EmptyText,
+    ErrorCode::TextTooLong,
+    ErrorCode::NotJoined,
+    ErrorCode::TooManyRooms,
+    ErrorCode::RoomFull,
+    ErrorCode::RateLimited,
+    ErrorCode::Forbidden,
+    ErrorCode::Unavailable,
+    ErrorCode::Internal,
+];
+/// Upper bounds of the write-batch histogram, in frames. A connection
+/// flushes at most 64 frames at once, so the `+Inf` bucket above 63 holds
+/// exactly the full batches: clients whose queue was at least that deep.
+const BATCH_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 63];
+/// Upper bounds of the broker latency histograms, in microseconds (100 µs to 2.5 s).
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// The broker calls timed by [`crate::metered_broker::MeteredBroker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerOp {
+    /// `publish`: sequence, store and send one message.
+    Publish,
+    /// `signal`: a presence or typing event.
+    Signal,
+    /// `subscribe`: the first local member of a room subscribes the node.
+    Subscribe,
+    /// `unsubscribe`: the last local member left.
+    Unsubscribe,
+    /// `head`: where a room's history stands.
+    Head,
+    /// `history`: a page of history (catch-up replays and client requests).
+    History,
+    /// `presence_join`.
+    PresenceJoin,
+    /// `presence_leave`.
+    PresenceLeave,
+    /// `members`: the room's users across the cluster.
+    Members,
+}
+
+impl BrokerOp {
+    /// Every operation, in label order.
+    pub const ALL: [BrokerOp; 9] = [
+        BrokerOp::Publish,
+        BrokerOp::Signal,
+        BrokerOp::Subscribe,
+        BrokerOp::Unsubscribe,
+        BrokerOp::Head,
+        BrokerOp::History,
+        BrokerOp::PresenceJoin,
+        BrokerOp::PresenceLeave,
+        BrokerOp::Members,
+    ];
+
+    /// The `op` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerOp::Publish => "publish",
+            BrokerOp::Signal => "signal",
+            BrokerOp::Subscribe => "subscribe",
+            BrokerOp::Unsubscribe => "unsubscribe",
+            BrokerOp::Head => "head",
+            BrokerOp::History => "history",
+            BrokerOp::PresenceJoin => "presence_join",
+            BrokerOp::PresenceLeave => "presence_leave",
+            BrokerOp::Members => "members",
+        }
+    }
+}
+
+/// A histogram made of atomics: fixed bucket bounds, one counter per bucket
+/// (not cumulative; the encoder sums them), a count and a sum.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    bounds: &'static [u64],
+    /// One per bound, plus the overflow bucket.
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// An empty histogram over `bounds` (ascending, inclusive upper bounds).
+    pub fn new(bounds: &'static [u64]) -> Self {
+        AtomicHistogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, value: u64) {
+        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Number of values recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Encodes the histogram, dividing bounds and sum by `scale` (1e6 turns
+    /// microseconds into seconds).
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
+        scale: f64,
+    ) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .map(|b| *b as f64 / scale)
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        // Read the count as the buckets' total so the exposition is consistent
+        // even while observations race with the scrape.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum.load(Ordering::Relaxed) as f64 / scale;
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+/// Per broker operation: latency and failures.
+#[derive(Debug)]
+pub struct BrokerOpStats {
+    /// Call duration, microseconds.
+    pub latency: AtomicHistogram,
+    /// Calls that returned an error.
+    pub errors: AtomicU64,
+}
+
+/// The counters this module adds to the node (the rest already exist
+/// elsewhere and are read at scrape time). One per node, in an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    closes: [AtomicU64; CLOSE_CODES.len() + 2],
+    errors: [(OnceLock<&'static str>, AtomicU64); ERROR_SLOTS],
+    write_batches: AtomicHistogram,
+    broker: [BrokerOpStats; BrokerOp::ALL.len()],
+    /// Publishes that stored a new message.
+    pub published: AtomicU64,
+    /// Publishes answered as duplicates (idempotent retries).
+    pub duplicates: AtomicU64,
+    /// Messages returned by history reads (replayed or requested).
+    pub history_messages: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            closes: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: std::array::from_fn(|_| (OnceLock::new(), AtomicU64::new(0))),
+            write_batches: AtomicHistogram::new(&BATCH_BOUNDS),
+            broker: std::array::from_fn(|_| BrokerOpStats {
+                latency: AtomicHistogram::new(&LATENCY_BOUNDS_US),
+                errors: AtomicU64::new(0),
+            }),
+            published: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            history_messages: AtomicU64::new(0),
+        };
+        for code in KNOWN_ERRORS {
+            metrics.error_slot(code);
+        }
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Counts a finished connection by the close code it ended with.
+    pub fn connection_closed(&self, code: Option<u16>) {
+        let slot = match code {
+            None => CLOSE_CODES.len() + 1,
+            Some(code) => {
+                CLOSE_CODES.iter().position(|c| c.code() == code).unwrap_or(CLOSE_CODES.len())
+            }
+        };
+        self.closes[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an `error` frame sent to a client.
+    pub fn error_frame(&self, code: ErrorCode) {
+        self.error_slot(code).fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn error_slot(&self, code: ErrorCode) -> &AtomicU64 {
+        // Fieldless enum: the discriminant is a dense index. A code past the
+        // table shares the last slot (and its first name) rather than panic.
+        let (name, counter) = &self.errors[(code as usize).min(ERROR_SLOTS - 1)];
+        name.get_or_init(|| code.as_str());
+        counter
+    }
+
+    /// Records how many frames one socket flush carried.
+    pub fn write_batch(&self, frames: usize) {
+        self.write_batches.observe(frames as u64);
+    }
+
+    /// The latency and error counters of one broker operation.
+    pub fn broker_op(&self, op: BrokerOp) -> &BrokerOpStats {
+        &self.broker[op as usize]
+    }
+
+    /// Records a broker call's duration and outcome.
+    pub fn broker_call(&self, op: BrokerOp, elapsed: Duration, ok: bool) {
+        let stats = self.broker_op(op);
+        stats.latency.observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
+        if !ok {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text (0.0.4), or OpenMetrics when the scraper
+/// asks for it in `Accept`.
+pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let mut registry = Registry::with_prefix("palaver");
+    registry.register_collector(Box::new(NodeCollector(app)));
+    let mut body = String::with_capacity(16 * 1024);
+    let (encoded, content_type) = if openmetrics {
+        (
+            prometheus_client::encoding::text::encode(&mut body, &registry),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry),
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )
+    };
+    match encoded {
+        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
+    }
+}
+
+/// Reads every counter of the node at scrape time.
+struct NodeCollector(Arc<App>);
+
+impl std::fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCollector").field("node", &self.0.node_id).finish()
+    }
+}
+
+/// Writes one unlabelled counter.
+fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let metric = ConstCounter::new(v);
+    metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Writes one unlabelled gauge.
+fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let metric = ConstGauge::new(v);
+    metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let app = &self.0;
+        let metrics = &app.metrics;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+
+        {
+            let mut info = e.encode_descriptor(
+                "build_info",
+                "Always 1; labels name the version and this node's id.",
+                None,
+                MetricType::Gauge,
+            )?;
+            let labels = [("version", env!("CARGO_PKG_VERSION")), ("node", app.node_id.as_str())];
+            ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        }
+        gauge(
+            &mut e,
+            "ready",
+            "1 while /readyz reports ready, else 0.",
+            i64::from(app.is_ready()),
+        )?;
+        gauge(
+            &mut e,
+            "bus_up",
+            "1 while the broker can serve traffic (Redis reachable), else 0.",
+            i64::from(app.broker.is_ready()),
+        )?;
+
+        // Connections.
+        gauge(
+            &mut e,
+            "connections",
+            "WebSocket connections open now.",
+            to_i64(get(&app.stats.open)),
+        )?;
+        counter(
+            &mut e,
+            "connections_opened",
+            "WebSocket connections accepted since start.",
+            get(&app.stats.total),
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "connection_closes",
+                "Connections ended, by the close code they ended with.",
+                None,
+                MetricType::Counter,
+            )?;
+            let labels = CLOSE_CODES
+                .iter()
+                .map(|c| c.code().to_string())
+                .chain(["other".to_owned(), "none".to_owned()]);
+            for (label, count) in labels.zip(&metrics.closes) {
+                let labels = [("code", label.as_str())];
+                ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        gauge(
+            &mut e,
+            "rooms",
+            "Rooms with at least one member on this node.",
+            to_i64(app.hub.room_count() as u64),
+        )?;
+
+        // Traffic.
+        counter(
+            &mut e,
+            "frames_received",
+            "Frames received from clients (every text frame, valid or not).",
+            get(&app.stats.frames_in),
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "error_frames",
+                "error frames sent to clients, by error code.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, count) in &metrics.errors {
+                if let Some(name) = name.get() {
+                    let labels = [("code", *name)];
+                    ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        counter(
+            &mut e,
+            "messages_published",
+            "Messages this node's clients published (new ones; duplicates excluded).",
+            get(&metrics.published),
+        )?;
+        counter(
+            &mut e,
+            "messages_duplicate",
+            "Sends answered with the original ack (a retried message id).",
+            get(&metrics.duplicates),
+        )?;
+        let hub = app.hub.stats();
+        counter(
+            &mut e,
+            "hub_messages",
+            "Events (messages and presence) fanned out by this node's hub, once per event.",
+            HubStats::get(&hub.messages),
+        )?;
+        counter(
+            &mut e,
+            "deliveries",
+            "Frames queued to local members by fan-out (one per member per event).",
+            HubStats::get(&hub.deliveries),
+        )?;
+        counter(
+            &mut e,
+            "slow_consumer_evictions",
+            "Clients closed with 1013 because their send queue overflowed.",
+            HubStats::get(&hub.evictions),
+        )?;
+        counter(
+            &mut e,
+            "resyncs",
+            "Memberships sent back to catching up from history (gap, new epoch, bus outage).",
+            HubStats::get(&hub.resyncs),
+        )?;
+        {
+            let histogram = &metrics.write_batches;
+            let mut encoder = e.encode_descriptor(
+                "write_batch_frames",
+                "Frames written per socket flush; the bucket above 63 counts full batches (64), i.e. backed-up clients.",
+                None,
+                MetricType::Histogram,
+            )?;
+            histogram.encode(&mut encoder, 1.0)?;
+        }
+
+        // Broker.
+        {
+            let mut family = e.encode_descriptor(
+                "broker_request_duration_seconds",
+                "Duration of broker calls (a Redis round trip when clustered), by operation.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for op in BrokerOp::ALL {
+                let labels = [("op", op.as_str())];
+                let mut encoder = family.encode_family(&labels)?;
+                metrics.broker_op(op).latency.encode(&mut encoder, 1e6)?;
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "broker_errors",
+                "Broker calls that failed (clients got `unavailable` or `internal`), by operation.",
+                None,
+                MetricType::Counter,
+            )?;
+            for op in BrokerOp::ALL {
+                let labels = [("op", op.as_str())];
+                let errors = get(&metrics.broker_op(op).errors);
+                ConstCounter::new(errors).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "history_reads",
+            "History pages read (catch-up replays after join/resync and client history requests).",
+            metrics.broker_op(BrokerOp::History).latency.count(),
+        )?;
+        counter(
+            &mut e,
+            "history_messages_read",
+            "Messages returned by history reads.",
+            get(&metrics.history_messages),
+        )?;
+
+        // Redis backend.
+        if let Some(redis) = &app.redis {
+            let s = redis.stats().snapshot();
+            for (name, help, value) in [
+                (
+                    "redis_reconnects",
+                    "Pub/sub connections re-established after a loss.",
+                    s.reconnects,
+                ),
+                (
+                    "redis_publishes",
+                    "Messages sequenced and published through Redis by this node.",
+                    s.publishes,
+                ),
+                ("redis_duplicates", "Publishes Redis answered as duplicates.", s.duplicates),
+                ("redis_signals", "Presence and typing events published.", s.signals),
+                (
+                    "redis_bus_events",
+                    "Envelopes received from Redis pub/sub and handed to the hub.",
+                    s.delivered,
+                ),
+                (
+                    "redis_parse_errors",
+                    "Bus payloads that were not valid envelopes (dropped).",
+                    s.parse_errors,
+                ),
+                ("redis_history_reads", "Head/history reads that went to Redis.", s.history_reads),
+                (
+                    "redis_single_flight_hits",
+                    "Head/history requests served by another caller's read.",
+                    s.single_flight_hits,
+                ),
+                (
+                    "redis_presence_expired",
+                    "Users removed from presence by this node's sweeps (their node died).",
+                    s.presence_expired,
+                ),
+                (
+                    "redis_command_errors",
+                    "Redis commands that failed (timeouts, lost connections, script errors).",
+                    s.command_errors,
+                ),
+            ] {
+                counter(&mut e, name, help, value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_inclusive_upper_bound() {
+        let h = AtomicHistogram::new(&BATCH_BOUNDS);
+        for v in [1, 1, 2, 3, 63, 64, 64] {
+            h.observe(v);
+        }
+        let buckets: Vec<u64> = h.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        assert_eq!(buckets, vec![2, 1, 1, 0, 0, 0, 1, 2]);
+        assert_eq!(h.count(), 7);
+        assert_eq!(h.sum.load(Ordering::Relaxed), 198);
+    }
+
+    #[test]
+    fn close_and_error_codes_land_in_their_slots() {
+        let m = Metrics::default();
+        m.connection_closed(Some(1001));
+        m.connection_closed(Some(1001));
+        m.connection_closed(Some(4321));
+        m.connection_closed(None);
+        let counts: Vec<u64> = m.closes.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts[1], 2);
+        assert_eq!(counts[CLOSE_CODES.len()], 1);
+        assert_eq!(counts[CLOSE_CODES.len() + 1], 1);
+
+        m.error_frame(ErrorCode::NotJoined);
+        for code in KNOWN_ERRORS {
+            let (name, count) = &m.errors[code as usize];
+            assert_eq!(name.get(), Some(&code.as_str()), "every known code has its own slot");
+            let expected = u64::from(code == ErrorCode::NotJoined);
+            assert_eq!(count.load(Ordering::Relaxed), expected);
+        }
+    }
+}

@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Reproduces the benchmark table of docs/benchmarks.md.
+#
+# Builds release binaries (palaver, palaver-loadgen, the seed's Go hub), then
+# runs every step against palaver and the seed side by side, each run on a
+# freshly started server:
+#   capacity  1 room x 1,000 clients, 10 senders, increasing rates: the highest
+#             delivered msgs/s with p99 < 100 ms, 0 loss and the senders on rate
+#   cost      server CPU-seconds per million deliveries at 100k and 200k deliveries/s
+#   idle      server memory per idle connection at 1,000, 5,000 and 15,000 connections
+#   cluster   the capacity sweep on 1 and 3 palaver nodes over one private Redis
+#             (skipped with a note if the Redis backend is not available)
+# Every report is appended as one JSON line to the results file, and the
+# results are printed as markdown tables (palaver-loadgen summarize).
+#
+# Only loopback traffic; every run is bounded by `timeout`; the sweeps stop at
+# the first failing rate. Knobs (environment variables):
+#   BENCH_STEPS="capacity cost idle cluster"   steps to run
+#   BENCH_RATES="1 2 5 10 20 30 50 75 100"      msgs/s per sender for sweeps
+#   BENCH_COST="100000 200000"                  deliveries/s for the cost step
+#   BENCH_IDLE="1000 5000 15000"                connection counts for the idle step
+#   BENCH_NODES="1 3"                           node counts for the cluster step
+#   BENCH_CLIENTS=1000 BENCH_SENDERS=10 BENCH_PAYLOAD=100
+#   BENCH_DURATION=10s BENCH_GRACE=5s BENCH_MAX_P99=100ms
+#   BENCH_RESULTS=target/bench/results-<time>.jsonl
+#   BENCH_SKIP_BUILD=1                          use the binaries already built
+#   BENCH_SERVER_CPUS=0 BENCH_LOADGEN_CPUS=1    pin servers and the loadgen to CPU lists
+#                                               (taskset); unset: no pinning
+#   BENCH_LOADGEN_ARGS="--workers 1"            extra loadgen options for every run
+#   SEED_GO_SRC=<dir of the seed's main.go and build.sh> (default ../shared/peers/seed-go)
+#   RUST_LOG=warn                               palaver's log level during runs
+#   PALAVER_FLAGS="--max-conns-per-ip 0 --conn-rate-per-ip off --rate-limit off"
+#                                               palaver's abuse limits are off: every client
+#                                               comes from loopback and senders exceed 20/s,
+#                                               and the seed has no such limits
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+STEPS=${BENCH_STEPS:-capacity cost idle cluster}
+RATES=${BENCH_RATES:-1 2 5 10 20 30 50 75 100}
+COST=${BENCH_COST:-100000 200000}
+IDLE=${BENCH_IDLE:-1000 5000 15000}
+NODES=${BENCH_NODES:-1 3}
+CLIENTS=${BENCH_CLIENTS:-1000}
+SENDERS=${BENCH_SENDERS:-10}
+PAYLOAD=${BENCH_PAYLOAD:-100}
+DURATION=${BENCH_DURATION:-10s}
+GRACE=${BENCH_GRACE:-5s}
+MAX_P99=${BENCH_MAX_P99:-100ms}
+RESULTS=${BENCH_RESULTS:-target/bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
+SEED_SRC=${SEED_GO_SRC:-$repo/../shared/peers/seed-go}
+export RUST_LOG=${RUST_LOG:-warn}
+PALAVER_FLAGS=${PALAVER_FLAGS:---max-conns-per-ip 0 --conn-rate-per-ip off --rate-limit off}
+
+SERVER_CPUS=${BENCH_SERVER_CPUS:-}
+LOADGEN_CPUS=${BENCH_LOADGEN_CPUS:-}
+LOADGEN_ARGS=${BENCH_LOADGEN_ARGS:-}
+# Command prefixes that pin to a CPU list; taskset execs, so $! stays the server's pid.
+SERVER_PIN=()
+LOADGEN_PIN=()
+[ -n "$SERVER_CPUS" ] && SERVER_PIN=(taskset -c "$SERVER_CPUS")
+[ -n "$LOADGEN_CPUS" ] && LOADGEN_PIN=(taskset -c "$LOADGEN_CPUS")
+
+PALAVER=$repo/target/release/palaver
+LOADGEN=$repo/target/release/palaver-loadgen
+SEED=$repo/target/seed-go
+LOGS=$(dirname "$RESULTS")/logs
+# Longest a single loadgen run may take: setup, duration, grace, teardown.
+RUN_LIMIT=${BENCH_RUN_LIMIT:-240}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- processes --------------------------------------------------------------
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  sleep 0.5
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# stop PID: SIGTERM, then SIGKILL after 15 s (palaver drains for up to 10 s).
+stop() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  local kept=()
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+
+# A TCP port on 127.0.0.1 nobody listens on.
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 10000))
+    ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
+  done
+}
+
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
+wait_port() {
+  local i
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_palaver NAME [ARGS...]: sets SERVER_PID and SERVER_URL.
+start_palaver() {
+  local name=$1; shift
+  local out=$LOGS/$name.out i addr
+  # shellcheck disable=SC2086 # PALAVER_FLAGS is a list of flags
+  "${SERVER_PIN[@]}" "$PALAVER" --listen 127.0.0.1:0 $PALAVER_FLAGS "$@" >"$out" 2>"$LOGS/$name.err" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for i in $(seq 100); do
+    # The line palaver prints when ready: "palaver listening on http://ADDR node=ID".
+    addr=$(sed -n 's/^palaver listening on http:\/\/\([^ ]*\) .*/\1/p' "$out")
+    if [ -n "$addr" ]; then
+      SERVER_URL=ws://$addr/ws
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "palaver ($name) did not start: $(tail -n 3 "$LOGS/$name.err" | tr '\n' ' ')"
+  stop "$SERVER_PID"
+  return 1
+}
+
+# start_seed NAME: sets SERVER_PID and SERVER_URL.
+start_seed() {
+  local port
+  port=$(free_port)
+  "${SERVER_PIN[@]}" "$SEED" -addr "127.0.0.1:$port" >"$LOGS/$1.out" 2>"$LOGS/$1.err" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  SERVER_URL=ws://127.0.0.1:$port/ws
+  wait_port "$port" || { log "seed-go did not start"; stop "$SERVER_PID"; return 1; }
+}
+
+# start_server palaver|seed-go NAME: a fresh server of that kind.
+start_server() {
+  case $1 in
+    palaver) start_palaver "$2" ;;
+    seed-go) start_seed "$2" ;;
+  esac
+}
+
+protocol_of() { [ "$1" = seed-go ] && echo raw || echo palaver; }
+
+# loadgen ARGS...: one bounded run; its JSON report goes to the results file.
+# Returns the loadgen's status (0 ok, 3 a check failed, other: error).
+loadgen() {
+  local out status
+  # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+  out=$(timeout --kill-after=10 "$RUN_LIMIT" "${LOADGEN_PIN[@]}" "$LOADGEN" --quiet --json \
+    $LOADGEN_ARGS "$@" 2>>"$LOGS/loadgen.err")
+  status=$?
+  if [ "${out:0:1}" = "{" ]; then
+    printf '%s\n' "$out" >>"$RESULTS"
+  else
+    log "loadgen produced no report (status $status): $(tail -n 2 "$LOGS/loadgen.err" | tr '\n' ' ')"
+  fi
+  return $status
+}
+
+# fanout_args RATE: the fanout options every sweep shares.
+fanout_args() {
+  echo fanout --clients "$CLIENTS" --rooms 1 --senders "$SENDERS" --rate "$1" \
+    --payload "$PAYLOAD" --duration "$DURATION" --grace "$GRACE"
+}
+
+# --- steps ------------------------------------------------------------------
+
+# The sweep against one freshly started server per rate; stops at the first failure.
+step_capacity() {
+  local kind rate status
+  for kind in palaver seed-go; do
+    for rate in $RATES; do
+      start_server "$kind" "capacity-$kind-$rate" || return 1
+      log "capacity: $kind, $SENDERS senders x $rate msgs/s"
+      # shellcheck disable=SC2046
+      loadgen $(fanout_args "$rate") --protocol "$(protocol_of "$kind")" --url "$SERVER_URL" \
+        --server-pid "$SERVER_PID" --max-p99 "$MAX_P99" --max-loss-ratio 0 --min-send-ratio 0.95 \
+        --tag bench=capacity --tag server="$kind"
+      status=$?
+      stop "$SERVER_PID"
+      if [ "$status" -ne 0 ]; then
+        log "capacity: $kind stops at $rate msgs/s per sender (status $status)"
+        break
+      fi
+    done
+  done
+}
+
+step_cost() {
+  local kind target rate
+  for kind in palaver seed-go; do
+    for target in $COST; do
+      # deliveries/s = senders x rate x clients (one room, everyone receives).
+      rate=$(awk -v t="$target" -v s="$SENDERS" -v c="$CLIENTS" 'BEGIN { printf "%g", t / (s * c) }')
+      start_server "$kind" "cost-$kind-$target" || return 1
+      log "cost: $kind at $target deliveries/s ($rate msgs/s per sender)"
+      # shellcheck disable=SC2046
+      loadgen $(fanout_args "$rate") --protocol "$(protocol_of "$kind")" --url "$SERVER_URL" \
+        --server-pid "$SERVER_PID" --tag bench=cost --tag server="$kind" --tag deliveries="$target"
+      stop "$SERVER_PID"
+    done
+  done
+}
+
+step_idle() {
+  local kind n
+  for n in $IDLE; do
+    for kind in palaver seed-go; do
+      start_server "$kind" "idle-$kind-$n" || return 1
+      log "idle: $kind with $n connections"
+      loadgen idle --clients "$n" --protocol "$(protocol_of "$kind")" --url "$SERVER_URL" \
+        --server-pid "$SERVER_PID" --tag bench=idle --tag server="$kind"
+      stop "$SERVER_PID"
+    done
+  done
+}
+
+# Starts a private redis-server; sets REDIS_PID and REDIS_URL.
+start_redis() {
+  local port dir
+  command -v redis-server >/dev/null || { log "redis-server is not installed (apt-get install redis-server)"; return 1; }
+  port=$(free_port)
+  dir=$(mktemp -d)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+    >"$LOGS/redis-$port.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  REDIS_URL=redis://127.0.0.1:$port
+  REDIS_DIR=$dir
+  wait_port "$port" || { log "redis-server did not start"; stop "$REDIS_PID"; return 1; }
+}
+
+step_cluster() {
+  local nodes rate i status urls pids node_pids
+  for nodes in $NODES; do
+    for rate in $RATES; do
+      start_redis || return 1
+      urls=() pids=() node_pids=()
+      for i in $(seq "$nodes"); do
+        if ! start_palaver "cluster-$nodes-$rate-n$i" --redis-url "$REDIS_URL" --node-id "n$i"; then
+          log "cluster: palaver cannot run with --redis-url (backend not wired yet?); skipping the step"
+          for pid in "${node_pids[@]}"; do stop "$pid"; done
+          stop "$REDIS_PID"
+          return 1
+        fi
+        node_pids+=("$SERVER_PID")
+        urls+=(--url "$SERVER_URL")
+        pids+=(--server-pid "$SERVER_PID")
+      done
+      log "cluster: $nodes nodes, $SENDERS senders x $rate msgs/s"
+      # shellcheck disable=SC2046
+      loadgen $(fanout_args "$rate") --protocol palaver "${urls[@]}" "${pids[@]}" \
+        --max-p99 "$MAX_P99" --max-loss-ratio 0 --min-send-ratio 0.95 \
+        --tag bench=cluster --tag server=palaver --tag nodes="$nodes"
+      status=$?
+      for pid in "${node_pids[@]}"; do stop "$pid"; done
+      stop "$REDIS_PID"
+      rm -rf "$REDIS_DIR"
+      if [ "$status" -ne 0 ]; then
+        log "cluster: $nodes nodes stop at $rate msgs/s per sender (status $status)"
+        break
+      fi
+    done
+  done
+}
+
+# --- main -------------------------------------------------------------------
+
+mkdir -p "$(dirname "$RESULTS")" "$LOGS"
+# Clients and servers inherit this: 15,000 idle connections need the fds.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+  log "building release binaries"
+  cargo build --release -p palaver-gateway -p palaver-loadgen || die "cargo build failed"
+  if [ ! -x "$SEED" ] || [ "$SEED_SRC/main.go" -nt "$SEED" ]; then
+    [ -f "$SEED_SRC/build.sh" ] || die "seed-go sources not found in $SEED_SRC (set SEED_GO_SRC)"
+    bash "$SEED_SRC/build.sh" "$SEED" || die "seed-go build failed"
+  fi
+fi
+for bin in "$PALAVER" "$LOADGEN" "$SEED"; do
+  [ -x "$bin" ] || die "missing $bin (build it, or unset BENCH_SKIP_BUILD)"
+done
+
+{
+  echo "Benchmark run $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
+  echo "palaver flags: $PALAVER_FLAGS; server CPUs: ${SERVER_CPUS:-any}; loadgen CPUs: ${LOADGEN_CPUS:-any} $LOADGEN_ARGS"
+  echo "Load: $CLIENTS clients, $SENDERS senders, $PAYLOAD B messages, $DURATION per run (+$GRACE grace); pass = p99 < $MAX_P99, no loss, senders >= 95% of their rate"
+} | tee "${RESULTS%.jsonl}.md" >&2
+log "results: $RESULTS"
+
+for step in $STEPS; do
+  case $step in
+    capacity|cost|idle|cluster)
+      log "step: $step"
+      "step_$step" || log "step $step did not complete; continuing"
+      ;;
+    *) log "unknown step $step (known: capacity cost idle cluster)" ;;
+  esac
+done
+
+if [ -s "$RESULTS" ]; then
+  echo >>"${RESULTS%.jsonl}.md"
+  "$LOADGEN" summarize "$RESULTS" | tee -a "${RESULTS%.jsonl}.md"
+  log "tables also written to ${RESULTS%.jsonl}.md"
+else
+  log "no results recorded"
+  exit 1
+fi
