@@ -366,8 +366,7 @@ async fn websocket_ping_floods_count_against_the_rate_too() {
 
 #[tokio::test]
 async fn the_existing_limits_hold() {
-    let node =
-        Node::start(&["--max-rooms", "2", "--max-room-members", "2", "--max-text", "10"]);
+    let node = Node::start(&["--max-rooms", "2", "--max-room-members", "2", "--max-text", "10"]);
     let mut a = WsClient::connect(&node.ws_url("a")).await;
     a.join("r1").await;
     a.join("r2").await;

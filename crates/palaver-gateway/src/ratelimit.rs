@@ -184,9 +184,6 @@ impl PeerLimits {
         let mut open = self.open.lock();
         let count = open.entry(key).or_insert(0);
         if *count >= self.max_conns {
-            if *count == 0 {
-                open.remove(&key);
-            }
             return Err(PeerRefusal::TooManyConnections);
         }
         *count += 1;
