@@ -16,7 +16,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use jsonwebtoken::{
     Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind,
 };
@@ -26,6 +26,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::{
     access::{PatternError, RoomPatterns},
+    connection::Socket,
     identity::Identity,
 };
 
@@ -276,7 +277,7 @@ impl Verifier {
 /// Reads the `auth` frame a connection without a URL token must send first,
 /// within `limit`. WebSocket pings may come before it; anything else fails.
 pub async fn await_auth_frame(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     verifier: Option<&Verifier>,
     limit: Duration,
     limits: &Limits,
@@ -306,7 +307,7 @@ pub async fn await_auth_frame(
 }
 
 /// Closes a connection that failed to authenticate with 4001.
-pub async fn refuse(socket: WebSocket, error: &AuthError) {
+pub async fn refuse(socket: Socket, error: &AuthError) {
     if *error != AuthError::Disconnected {
         close(socket, CloseCode::Unauthorized, error.reason()).await;
     }
@@ -314,7 +315,7 @@ pub async fn refuse(socket: WebSocket, error: &AuthError) {
 
 /// Closes a socket that never became a connection, waiting briefly for the
 /// peer's close reply so the close frame is not lost.
-pub async fn close(mut socket: WebSocket, code: CloseCode, reason: &'static str) {
+pub async fn close(mut socket: Socket, code: CloseCode, reason: &'static str) {
     let close = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(reason) };
     if timeout(LINGER, socket.send(Message::Close(Some(close)))).await.is_err() {
         return;

@@ -89,8 +89,9 @@ pub struct Config {
     #[arg(long, env = "PALAVER_PRESENCE_BATCH_ABOVE", default_value_t = 200)]
     pub presence_batch_above: usize,
 
-    /// Size of each connection's socket read buffer, in bytes (allocated per connection).
-    #[arg(long, env = "PALAVER_READ_BUFFER", default_value_t = 4096)]
+    /// Size of each connection's socket read buffer, in bytes (allocated per
+    /// connection; larger frames grow it temporarily).
+    #[arg(long, env = "PALAVER_READ_BUFFER", default_value_t = 1024)]
     pub read_buffer: usize,
 
     /// On shutdown, how long to wait for clients' queues to drain before exiting.

@@ -31,13 +31,18 @@ use crate::{
     session::Session,
 };
 
+/// The upgraded socket, boxed once at the upgrade: passed by value through
+/// several async fns, an inline `WebSocket` (~600 bytes of protocol state)
+/// would be stored again in each one's state for the connection's lifetime.
+pub type Socket = Box<WebSocket>;
+
 /// Longest wait for the peer's close reply after our close frame.
 const LINGER: Duration = Duration::from_secs(2);
 /// Frames written per flush at most, so one busy client cannot starve pings.
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded, authenticated socket until it closes.
-pub async fn serve(socket: WebSocket, app: Arc<App>, identity: Identity) {
+pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     let session_id = new_session_id();
     let Identity { user, grants, expires, .. } = identity;
     let span =
@@ -52,11 +57,14 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, identity: Identity) {
         let writer =
             tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()).in_current_span());
         let mut session = Session::new(app.clone(), client.clone(), grants);
-        session.welcome().await;
+        // Work that runs once per connection (or per request) is boxed: an
+        // async fn's state is as large as its largest await point, and every
+        // idle connection would otherwise carry the biggest request's state.
+        Box::pin(session.welcome()).await;
         let open = read_pump(stream, &mut session, &client, &app, expires).await;
-        let (_, _) = tokio::join!(writer, session.depart_all());
+        let (_, _) = tokio::join!(writer, Box::pin(session.depart_all()));
         if let Some(stream) = open {
-            linger(stream, app.config.write_timeout.min(LINGER)).await;
+            Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
         }
         app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         app.metrics.connection_closed(client.close_code());
@@ -70,7 +78,7 @@ pub async fn serve(socket: WebSocket, app: Arc<App>, identity: Identity) {
 /// discarding) until the peer's close or EOF, bounded by `limit`. Dropping the
 /// socket earlier would make the kernel answer the peer's late frames (a
 /// pong) with a reset, which destroys the close frame before the peer reads it.
-async fn linger(mut stream: SplitStream<WebSocket>, limit: Duration) {
+async fn linger(mut stream: SplitStream<Socket>, limit: Duration) {
     let _ = timeout(limit, async {
         while let Some(Ok(message)) = stream.next().await {
             if matches!(message, Message::Close(_)) {
@@ -85,40 +93,38 @@ async fn linger(mut stream: SplitStream<WebSocket>, limit: Duration) {
 /// node shuts down. Returns the stream when it is still healthy enough to
 /// linger on.
 async fn read_pump(
-    mut stream: SplitStream<WebSocket>,
+    mut stream: SplitStream<Socket>,
     session: &mut Session,
     client: &Client,
     app: &App,
     expires: Option<SystemTime>,
-) -> Option<SplitStream<WebSocket>> {
+) -> Option<SplitStream<Socket>> {
     let deadline = app.config.read_deadline;
     let mut silent_until = Instant::now() + deadline;
     let mut budget = Security::frame_budget(&app.config);
     // The token's end is the connection's end: the client comes back with a
-    // fresh token and resumes with `since`, losing nothing.
-    let expired = async {
-        match expires {
-            Some(at) => {
-                tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(expired);
+    // fresh token and resumes with `since`, losing nothing. One timer serves
+    // both deadlines (each costs memory in every idle connection).
+    let token_ends =
+        expires.map(|at| Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default());
     loop {
+        if token_ends.is_some_and(|end| end <= Instant::now()) {
+            tracing::info!("token expired; closing");
+            client.close(CloseCode::Unauthorized);
+            return Some(stream);
+        }
+        let wake = token_ends.map_or(silent_until, |end| end.min(silent_until));
         let next = tokio::select! {
             biased;
             () = client.closing().cancelled() => return Some(stream),
-            () = &mut expired => {
-                tracing::info!("token expired; closing");
-                client.close(CloseCode::Unauthorized);
-                return Some(stream);
-            }
             () = client.resync_requested() => {
-                session.catch_up_all().await;
+                Box::pin(session.catch_up_all()).await;
                 continue;
             }
-            () = sleep_until(silent_until) => {
+            () = sleep_until(wake) => {
+                if Instant::now() < silent_until {
+                    continue; // the token's end: checked at the top of the loop
+                }
                 tracing::info!(deadline = ?deadline, "closing a silent peer");
                 client.close(CloseCode::HeartbeatTimeout);
                 return Some(stream);
@@ -137,7 +143,7 @@ async fn read_pump(
                     };
                     if !matches!(next, Some(Ok(Message::Ping(_)))) {
                         let message = "too many frames; slow down";
-                        session.refuse(ErrorCode::RateLimited, message, reference).await;
+                        Box::pin(session.refuse(ErrorCode::RateLimited, message, reference)).await;
                     }
                     continue;
                 }
@@ -159,15 +165,10 @@ async fn read_pump(
                 client.close(code);
                 return Some(stream);
             }
-            Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
+            Some(Ok(Message::Text(text))) => Box::pin(session.handle_text(text.as_str())).await,
             Some(Ok(Message::Binary(_))) => {
-                session
-                    .refuse(
-                        ErrorCode::BinaryNotSupported,
-                        "binary frames are not supported; send JSON text",
-                        None,
-                    )
-                    .await
+                let message = "binary frames are not supported; send JSON text";
+                Box::pin(session.refuse(ErrorCode::BinaryNotSupported, message, None)).await
             }
             // Any frame proves the peer alive; tungstenite answers pings itself.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -197,25 +198,29 @@ fn close_code_for(error: axum::Error) -> CloseCode {
 /// Drains the client's queue into the socket until the client closes, then
 /// sends the close frame.
 async fn write_pump(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
     client: Arc<Client>,
     app: Arc<App>,
 ) {
     let write_timeout = app.config.write_timeout;
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + app.config.ping_interval,
-        app.config.ping_interval,
-    );
+    let every = app.config.ping_interval;
+    // One inline timer, re-armed after each ping (an `Interval` would box its own).
+    let ping = tokio::time::sleep(every);
+    tokio::pin!(ping);
     let healthy = loop {
+        // Writes are boxed: their state (timeouts, sink futures) would
+        // otherwise sit in every idle connection's task.
         let written = tokio::select! {
             biased;
             () = client.closing().cancelled() => break true,
-            frame = outbox.recv() => match frame {
-                Some(frame) => write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await,
-                None => break true,
-            },
-            _ = ping.tick() => within(write_timeout, sink.send(Message::Ping(Default::default()))).await,
+            frame = outbox.recv() => {
+                Box::pin(write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics)).await
+            }
+            () = &mut ping => {
+                ping.as_mut().reset(Instant::now() + every);
+                Box::pin(within(write_timeout, sink.send(Message::Ping(Default::default())))).await
+            }
         };
         if !written {
             break false;
@@ -228,9 +233,19 @@ async fn write_pump(
     } else {
         CloseCode::Normal
     });
-    if !healthy {
-        return;
+    if healthy {
+        Box::pin(close_socket(sink, outbox, &client, &app)).await;
     }
+}
+
+/// Drains what is queued (unless the client is being evicted) and sends the close frame.
+async fn close_socket(
+    mut sink: SplitSink<Socket, Message>,
+    mut outbox: Outbox,
+    client: &Client,
+    app: &App,
+) {
+    let write_timeout = app.config.write_timeout;
     let code = client.close_code().unwrap_or(CloseCode::GoingAway.code());
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
@@ -252,7 +267,7 @@ async fn write_pump(
 /// Writes `first` and whatever else is queued (up to a batch), then flushes
 /// once. The batch size is recorded: full batches mean a backed-up client.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     outbox: &mut Outbox,
     first: Frame,
     write_timeout: Duration,

@@ -13,7 +13,6 @@ use std::{
 };
 
 use axum::{
-    extract::ws::WebSocket,
     http::{HeaderMap, HeaderName, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -25,6 +24,7 @@ use crate::{
     app::App,
     auth::{self, AuthError, AuthMode, Verifier},
     config::Config,
+    connection::Socket,
     identity::{self, Identity},
     origin::Origins,
     ratelimit::{FrameBudget, PeerLimits, PeerRefusal, PeerSlot},
@@ -217,7 +217,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Serves an admitted, upgraded socket: authenticates it by its first frame
 /// if needed, then runs the connection. The IP slot is held throughout.
-pub async fn serve(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
+pub async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
     let Admission { credentials, slot } = admission;
     let identity = match credentials {
         Credentials::Known(identity) => identity,

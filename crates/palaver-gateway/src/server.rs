@@ -84,7 +84,7 @@ async fn upgrade(
         .max_message_size(config.max_frame)
         .max_frame_size(config.max_frame)
         .on_upgrade(move |socket| {
-            tracker.track_future(crate::security::serve(socket, app, admission))
+            tracker.track_future(crate::security::serve(Box::new(socket), app, admission))
         })
 }
 

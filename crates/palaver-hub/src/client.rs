@@ -5,14 +5,24 @@
 //! frames nor a few large ones let one slow reader hold unbounded memory.
 //! Fan-out only ever `try_push`es: a full queue evicts the client instead of
 //! blocking the room.
+//!
+//! The queue is a `VecDeque` behind a mutex rather than a tokio channel: an
+//! idle connection's queue then costs no allocation at all (a bounded tokio
+//! channel allocates its channel state and a 32-slot block up front, ~1.5 KiB
+//! per connection), and the buffer is released again after a burst. There is
+//! one consumer (the write task) and the lock is held for a push or a pop only.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU16, AtomicUsize, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
 };
 
 use palaver_protocol::{CloseCode, Frame, UserName};
-use tokio::sync::{Notify, mpsc};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Queue bounds for each client.
@@ -39,13 +49,49 @@ pub enum PushError {
     Closed,
 }
 
+/// Past a burst, a drained queue keeping more than this many slots gives them back.
+const KEEP_SLOTS: usize = 16;
+
+/// Frames waiting for the write task, and their total size.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+/// The queue shared by the client's producers and its write task.
+struct Shared {
+    queue: Mutex<Queue>,
+    max_frames: usize,
+    max_bytes: usize,
+    /// Wakes the write task when a frame is queued.
+    queued: Notify,
+    /// Wakes a waiting [`Client::push`] when the queue drops below its frame bound.
+    drained: Notify,
+}
+
+impl Shared {
+    fn pop(&self) -> Option<Frame> {
+        let mut queue = self.queue.lock();
+        let was_full = queue.frames.len() >= self.max_frames;
+        let frame = queue.frames.pop_front()?;
+        queue.bytes -= frame.len();
+        if queue.frames.is_empty() && queue.frames.capacity() > KEEP_SLOTS {
+            queue.frames = VecDeque::new();
+        }
+        drop(queue);
+        if was_full {
+            self.drained.notify_one();
+        }
+        Some(frame)
+    }
+}
+
 /// A connected client: the sending half of its queue plus its close signal.
 pub struct Client {
     session: Arc<str>,
     user: UserName,
-    queue: mpsc::Sender<Frame>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
+    shared: Arc<Shared>,
     close_code: AtomicU16,
     closing: CancellationToken,
     resync: Notify,
@@ -53,8 +99,7 @@ pub struct Client {
 
 /// The receiving half of a client's queue, owned by its write task.
 pub struct Outbox {
-    frames: mpsc::Receiver<Frame>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 impl Client {
@@ -66,19 +111,22 @@ impl Client {
         config: ClientConfig,
         closing: CancellationToken,
     ) -> (Arc<Client>, Outbox) {
-        let (tx, rx) = mpsc::channel(config.queue_frames.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            max_frames: config.queue_frames.max(1),
+            max_bytes: config.queue_bytes,
+            queued: Notify::new(),
+            drained: Notify::new(),
+        });
         let client = Arc::new(Client {
             session,
             user,
-            queue: tx,
-            queued_bytes: queued_bytes.clone(),
-            max_bytes: config.queue_bytes,
+            shared: shared.clone(),
             close_code: AtomicU16::new(0),
             closing,
             resync: Notify::new(),
         });
-        (client, Outbox { frames: rx, queued_bytes })
+        (client, Outbox { shared })
     }
 
     /// The session id (unique per connection).
@@ -96,18 +144,16 @@ impl Client {
         if self.closing.is_cancelled() {
             return Err(PushError::Closed);
         }
-        let len = frame.len();
-        if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
+        let shared = &self.shared;
+        let mut queue = shared.queue.lock();
+        if queue.frames.len() >= shared.max_frames || queue.bytes + frame.len() > shared.max_bytes {
             return Err(PushError::Full);
         }
-        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        self.queue.try_send(frame).map_err(|e| {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            match e {
-                mpsc::error::TrySendError::Full(_) => PushError::Full,
-                mpsc::error::TrySendError::Closed(_) => PushError::Closed,
-            }
-        })
+        queue.bytes += frame.len();
+        queue.frames.push_back(frame);
+        drop(queue);
+        shared.queued.notify_one();
+        Ok(())
     }
 
     /// Queues a frame, waiting for room in the queue; used by the client's own
@@ -115,16 +161,26 @@ impl Client {
     /// frame bound applies here: a replay waits for the writer instead of
     /// evicting its own client.
     pub async fn push(&self, frame: Frame) -> Result<(), PushError> {
-        let len = frame.len();
-        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        tokio::select! {
-            sent = self.queue.send(frame) => sent.map_err(|_| {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                PushError::Closed
-            }),
-            () = self.closing.cancelled() => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Err(PushError::Closed)
+        let shared = &self.shared;
+        loop {
+            if self.closing.is_cancelled() {
+                return Err(PushError::Closed);
+            }
+            {
+                let mut queue = shared.queue.lock();
+                if queue.frames.len() < shared.max_frames {
+                    queue.bytes += frame.len();
+                    queue.frames.push_back(frame);
+                    drop(queue);
+                    shared.queued.notify_one();
+                    return Ok(());
+                }
+            }
+            // `notify_one` keeps a permit, so a pop between the check and
+            // this wait is not missed.
+            tokio::select! {
+                () = shared.drained.notified() => {}
+                () = self.closing.cancelled() => return Err(PushError::Closed),
             }
         }
     }
@@ -168,23 +224,25 @@ impl Client {
 
     /// Bytes currently queued (for metrics).
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
+        self.shared.queue.lock().bytes
     }
 }
 
 impl Outbox {
-    /// Next frame, waiting for one. `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Frame> {
-        let frame = self.frames.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        Some(frame)
+    /// Next frame, waiting for one.
+    pub async fn recv(&mut self) -> Frame {
+        loop {
+            if let Some(frame) = self.shared.pop() {
+                return frame;
+            }
+            // A push between the pop and this wait left a permit: no lost wake-up.
+            self.shared.queued.notified().await;
+        }
     }
 
     /// Next frame if one is queued now (for batching before a flush).
     pub fn try_recv(&mut self) -> Option<Frame> {
-        let frame = self.frames.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        Some(frame)
+        self.shared.pop()
     }
 }
 
@@ -235,5 +293,31 @@ mod tests {
         c.close(CloseCode::GoingAway);
         assert_eq!(c.close_code(), Some(1013));
         assert_eq!(c.try_push(frame()), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn push_waits_for_the_writer_and_recv_waits_for_a_frame() {
+        let (c, mut out) = client(1, 1 << 20);
+        c.push(frame()).await.expect("room for one");
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            async move { c.push(frame()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        out.recv().await;
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+        out.recv().await;
+        assert_eq!(c.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_buffer_back() {
+        let (c, mut out) = client(1000, 1 << 30);
+        for _ in 0..100 {
+            c.try_push(frame()).expect("fits");
+        }
+        while out.try_recv().is_some() {}
+        assert_eq!(c.shared.queue.lock().frames.capacity(), 0);
     }
 }
