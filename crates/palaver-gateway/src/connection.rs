@@ -54,8 +54,9 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         let (client, outbox) =
             Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
         let (sink, stream) = socket.split();
-        let writer =
-            tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()).in_current_span());
+        // Not instrumented: entering the span on every poll of the hottest task
+        // costs more than the few events it logs (they carry the session).
+        let writer = tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()));
         let mut session = Session::new(app.clone(), client.clone(), grants);
         // Work that runs once per connection (or per request) is boxed: an
         // async fn's state is as large as its largest await point, and every
@@ -116,7 +117,11 @@ async fn read_pump(
         let wake = token_ends.map_or(silent_until, |end| end.min(silent_until));
         let next = tokio::select! {
             biased;
-            () = client.closing().cancelled() => return Some(stream),
+            () = client.closing().cancelled() => {
+                // A node shutdown cancels the token without a code: 1001.
+                client.close(CloseCode::GoingAway);
+                return Some(stream);
+            }
             () = client.resync_requested() => {
                 Box::pin(session.catch_up_all()).await;
                 continue;
@@ -204,6 +209,7 @@ async fn write_pump(
     app: Arc<App>,
 ) {
     let write_timeout = app.config.write_timeout;
+    let write_delay = app.config.write_delay;
     let every = app.config.ping_interval;
     // One inline timer, re-armed after each ping (an `Interval` would box its own).
     let ping = tokio::time::sleep(every);
@@ -213,9 +219,16 @@ async fn write_pump(
         // otherwise sit in every idle connection's task.
         let written = tokio::select! {
             biased;
-            () = client.closing().cancelled() => break true,
             frame = outbox.recv() => {
-                Box::pin(write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics)).await
+                let Some(frame) = frame else { break true };
+                Box::pin(async {
+                    if !write_delay.is_zero() {
+                        // Coalesce: what fan-out queues meanwhile goes out in this write.
+                        tokio::time::sleep(write_delay).await;
+                    }
+                    write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await
+                })
+                .await
             }
             () = &mut ping => {
                 ping.as_mut().reset(Instant::now() + every);
@@ -223,6 +236,7 @@ async fn write_pump(
             }
         };
         if !written {
+            tracing::info!(session = %client.session(), user = %client.user(), "write failed or timed out; dropping the connection");
             break false;
         }
     };
@@ -296,7 +310,7 @@ async fn within(limit: Duration, write: impl Future<Output = Result<(), axum::Er
             false
         }
         Err(_) => {
-            tracing::info!(timeout = ?limit, "write timed out; dropping the connection");
+            tracing::debug!(timeout = ?limit, "write timed out");
             false
         }
     }

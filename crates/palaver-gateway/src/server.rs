@@ -79,7 +79,9 @@ async fn upgrade(
     let config = &app.config;
     let tracker = app.connections.clone();
     ws.read_buffer_size(config.read_buffer)
-        .write_buffer_size(0)
+        // Frames fed in one batch accumulate up to this size and go out in one
+        // write at the flush (0 would write every frame on its own).
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(config.queue_bytes.saturating_mul(2).max(config.max_frame * 4))
         .max_message_size(config.max_frame)
         .max_frame_size(config.max_frame)
@@ -87,6 +89,10 @@ async fn upgrade(
             tracker.track_future(crate::security::serve(Box::new(socket), app, admission))
         })
 }
+
+/// Bytes of frames gathered before tungstenite writes to the socket; the write
+/// task flushes after each batch anyway. Grows only under load.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 /// Sends big rooms' coalesced presence once a second until shutdown.
 async fn flush_presence(app: Arc<App>) {

@@ -16,7 +16,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicU16, Ordering},
+        atomic::{AtomicBool, AtomicU16, Ordering},
     },
 };
 
@@ -93,6 +93,9 @@ pub struct Client {
     user: UserName,
     shared: Arc<Shared>,
     close_code: AtomicU16,
+    /// Mirrors `closing` for the fan-out's per-member check: a token's
+    /// `is_cancelled` takes a lock, this is one atomic load.
+    closed: AtomicBool,
     closing: CancellationToken,
     resync: Notify,
 }
@@ -100,6 +103,7 @@ pub struct Client {
 /// The receiving half of a client's queue, owned by its write task.
 pub struct Outbox {
     shared: Arc<Shared>,
+    client: std::sync::Weak<Client>,
 }
 
 impl Client {
@@ -123,10 +127,11 @@ impl Client {
             user,
             shared: shared.clone(),
             close_code: AtomicU16::new(0),
+            closed: AtomicBool::new(false),
             closing,
             resync: Notify::new(),
         });
-        (client, Outbox { shared })
+        (client.clone(), Outbox { shared, client: Arc::downgrade(&client) })
     }
 
     /// The session id (unique per connection).
@@ -141,7 +146,7 @@ impl Client {
 
     /// Queues a frame without waiting; used by fan-out.
     pub fn try_push(&self, frame: Frame) -> Result<(), PushError> {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return Err(PushError::Closed);
         }
         let shared = &self.shared;
@@ -190,7 +195,10 @@ impl Client {
         tracing::debug!(code = code.code(), "close requested");
         let _ =
             self.close_code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.closed.store(true, Ordering::Release);
         self.closing.cancel();
+        // The write task waits on the queue, not on the token (cheaper per wake).
+        self.shared.queued.notify_one();
     }
 
     /// The close code requested so far (`None` if the close came from the
@@ -207,9 +215,10 @@ impl Client {
         &self.closing
     }
 
-    /// Whether the client is closing.
+    /// Whether [`Client::close`] was called. (A node shutdown cancels
+    /// `closing` first; its write task calls `close` right after.)
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Tells the connection that one of its rooms needs catching up.
@@ -229,13 +238,18 @@ impl Client {
 }
 
 impl Outbox {
-    /// Next frame, waiting for one.
-    pub async fn recv(&mut self) -> Frame {
+    /// Next frame, waiting for one; `None` once the client is closing (what
+    /// is still queued can be drained with [`Outbox::try_recv`]).
+    pub async fn recv(&mut self) -> Option<Frame> {
         loop {
-            if let Some(frame) = self.shared.pop() {
-                return frame;
+            if self.client.upgrade().is_none_or(|c| c.is_closing()) {
+                return None;
             }
-            // A push between the pop and this wait left a permit: no lost wake-up.
+            if let Some(frame) = self.shared.pop() {
+                return Some(frame);
+            }
+            // A push (or close) between the pop and this wait left a permit:
+            // no lost wake-up.
             self.shared.queued.notified().await;
         }
     }
@@ -305,9 +319,11 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        out.recv().await;
+        assert!(out.recv().await.is_some());
         assert_eq!(waiting.await.expect("task"), Ok(()));
-        out.recv().await;
+        assert!(out.recv().await.is_some());
+        c.close(CloseCode::Normal);
+        assert!(out.recv().await.is_none());
         assert_eq!(c.queued_bytes(), 0);
     }
 
