@@ -16,6 +16,7 @@
 # Only loopback traffic; every run is bounded by `timeout`; the sweeps stop at
 # the first failing rate. Knobs (environment variables):
 #   BENCH_STEPS="capacity cost idle cluster"   steps to run
+#   BENCH_SERVERS="palaver seed-go"             servers for the capacity and cost steps
 #   BENCH_RATES="1 2 5 10 20 30 50 75 100"      msgs/s per sender for sweeps
 #   BENCH_COST="100000 200000"                  deliveries/s for the cost step
 #   BENCH_IDLE="1000 5000 15000"                connection counts for the idle step
@@ -39,6 +40,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 STEPS=${BENCH_STEPS:-capacity cost idle cluster}
+SERVERS=${BENCH_SERVERS:-palaver seed-go}
 RATES=${BENCH_RATES:-1 2 5 10 20 30 50 75 100}
 COST=${BENCH_COST:-100000 200000}
 IDLE=${BENCH_IDLE:-1000 5000 15000}
@@ -189,7 +191,7 @@ fanout_args() {
 # The sweep against one freshly started server per rate; stops at the first failure.
 step_capacity() {
   local kind rate status
-  for kind in palaver seed-go; do
+  for kind in $SERVERS; do
     for rate in $RATES; do
       start_server "$kind" "capacity-$kind-$rate" || return 1
       log "capacity: $kind, $SENDERS senders x $rate msgs/s"
@@ -209,7 +211,7 @@ step_capacity() {
 
 step_cost() {
   local kind target rate
-  for kind in palaver seed-go; do
+  for kind in $SERVERS; do
     for target in $COST; do
       # deliveries/s = senders x rate x clients (one room, everyone receives).
       rate=$(awk -v t="$target" -v s="$SENDERS" -v c="$CLIENTS" 'BEGIN { printf "%g", t / (s * c) }')
