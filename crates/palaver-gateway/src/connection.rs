@@ -321,19 +321,5 @@ fn text(frame: Frame) -> Message {
 }
 
 fn reason_for(code: u16) -> &'static str {
-    [
-        CloseCode::Normal,
-        CloseCode::GoingAway,
-        CloseCode::ProtocolError,
-        CloseCode::InvalidPayload,
-        CloseCode::PolicyViolation,
-        CloseCode::TooBig,
-        CloseCode::InternalError,
-        CloseCode::TryAgainLater,
-        CloseCode::HeartbeatTimeout,
-        CloseCode::Unauthorized,
-    ]
-    .into_iter()
-    .find(|c| c.code() == code)
-    .map_or("", CloseCode::reason)
+    CloseCode::from_code(code).map_or("", CloseCode::reason)
 }

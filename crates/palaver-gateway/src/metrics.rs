@@ -37,18 +37,7 @@ use prometheus_client::{
 use crate::app::App;
 
 /// Close codes with their own label value; anything else is `other`.
-const CLOSE_CODES: [CloseCode; 10] = [
-    CloseCode::Normal,
-    CloseCode::GoingAway,
-    CloseCode::ProtocolError,
-    CloseCode::InvalidPayload,
-    CloseCode::PolicyViolation,
-    CloseCode::TooBig,
-    CloseCode::InternalError,
-    CloseCode::TryAgainLater,
-    CloseCode::HeartbeatTimeout,
-    CloseCode::Unauthorized,
-];
+const CLOSE_CODES: [CloseCode; 10] = CloseCode::ALL;
 /// Slots for error codes, indexed by the enum's discriminant; the last one
 /// collects any code past the others (there are 16 today).
 const ERROR_SLOTS: usize = 32;

@@ -58,7 +58,10 @@
     if (S.stopped) return;
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'; // same host as the page
     let ws;
-    try { ws = new WebSocket(`${proto}//${location.host}/ws?name=${encodeURIComponent(S.name)}`); }
+    // In token mode the page is opened as /?token=JWT; the token rides along to the socket.
+    const token = new URLSearchParams(location.search).get('token');
+    const auth = token ? `&token=${encodeURIComponent(token)}` : '';
+    try { ws = new WebSocket(`${proto}//${location.host}/ws?name=${encodeURIComponent(S.name)}${auth}`); }
     catch { scheduleReconnect(); return; }
     S.ws = ws;
     ws.onopen = () => { S.lastRecv = Date.now(); };

@@ -98,6 +98,25 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every close code the server sends.
+    pub const ALL: [CloseCode; 10] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
+        CloseCode::PolicyViolation,
+        CloseCode::TooBig,
+        CloseCode::InternalError,
+        CloseCode::TryAgainLater,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::Unauthorized,
+    ];
+
+    /// The close code with this number, if the server uses it.
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     /// The numeric code sent in the close frame.
     pub fn code(self) -> u16 {
         match self {
