@@ -298,6 +298,12 @@ async fn cross_origin_upgrades_need_an_allowed_origin() {
     }
     let any = Node::start(&["--allowed-origins", "*"]);
     assert_eq!(status(any.addr, "/ws", &[("Origin", "https://evil.example")]).await, 101);
+    // Refusals are counted by reason.
+    let (_, metrics) = palaver_tests::node::http_get(node.addr, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.lines().any(|l| l == r#"palaver_upgrades_refused_total{reason="origin"} 2"#),
+        "origin refusals not counted:\n{metrics}"
+    );
 }
 
 #[tokio::test]

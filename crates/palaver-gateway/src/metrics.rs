@@ -195,6 +195,7 @@ pub struct BrokerOpStats {
 #[derive(Debug)]
 pub struct Metrics {
     closes: [AtomicU64; CLOSE_CODES.len() + 2],
+    refused: [AtomicU64; REFUSALS.len()],
     errors: [(OnceLock<&'static str>, AtomicU64); ERROR_SLOTS],
     write_batches: AtomicHistogram,
     broker: [BrokerOpStats; BrokerOp::ALL.len()],
@@ -210,6 +211,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let metrics = Metrics {
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
             errors: std::array::from_fn(|_| (OnceLock::new(), AtomicU64::new(0))),
             write_batches: AtomicHistogram::new(&BATCH_BOUNDS),
             broker: std::array::from_fn(|_| BrokerOpStats {
@@ -227,7 +229,17 @@ impl Default for Metrics {
     }
 }
 
+/// Why an upgrade was refused before it became a connection (label values).
+pub const REFUSALS: [&str; 5] = ["rate", "connections", "origin", "auth", "name"];
+
 impl Metrics {
+    /// Counts an upgrade refused with an HTTP error; `reason` is one of [`REFUSALS`].
+    pub fn upgrade_refused(&self, reason: &str) {
+        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a finished connection by the close code it ended with.
     pub fn connection_closed(&self, code: Option<u16>) {
         let slot = match code {
@@ -379,6 +391,18 @@ impl Collector for NodeCollector {
                 .chain(["other".to_owned(), "none".to_owned()]);
             for (label, count) in labels.zip(&metrics.closes) {
                 let labels = [("code", label.as_str())];
+                ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "upgrades_refused",
+                "WebSocket upgrades refused before the connection opened (429, 403, 401, 400).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, count) in REFUSALS.iter().zip(&metrics.refused) {
+                let labels = [("reason", *reason)];
                 ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
             }
         }

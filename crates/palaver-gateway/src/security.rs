@@ -73,6 +73,19 @@ pub enum Refused {
     Name(NameError),
 }
 
+impl Refused {
+    /// The `reason` label of the `upgrades_refused` metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Refused::Peer(PeerRefusal::TooFast) => "rate",
+            Refused::Peer(PeerRefusal::TooManyConnections) => "connections",
+            Refused::Origin => "origin",
+            Refused::Auth(_) => "auth",
+            Refused::Name(_) => "name",
+        }
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         match self {

@@ -74,7 +74,10 @@ async fn upgrade(
     // Per-IP limits, origin, token or guest name: refused here with 429/403/401/400.
     let admission = match app.security.admit(peer, &headers, &params) {
         Ok(admission) => admission,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            app.metrics.upgrade_refused(refusal.metric_reason());
+            return refusal.into_response();
+        }
     };
     let config = &app.config;
     let tracker = app.connections.clone();
