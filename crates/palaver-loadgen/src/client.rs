@@ -21,6 +21,7 @@ use tokio_tungstenite::{
     WebSocketStream, client_async_with_config,
     tungstenite::{self, Message, http::Uri, protocol::WebSocketConfig},
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{Common, Protocol},
@@ -299,6 +300,27 @@ where
         }
     })
     .await;
+}
+
+/// Holds a connection open, reading (and so answering pings), until `stop`;
+/// `Some(why)` if the server ended it first.
+pub async fn hold(ws: Ws, stop: CancellationToken) -> Option<String> {
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            item = stream.next() => item,
+        };
+        match item {
+            Some(Ok(
+                Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_),
+            )) => {}
+            other => return Some(ended_reason(other.as_ref())),
+        }
+    }
+    close(&mut sink, &mut stream).await;
+    None
 }
 
 #[cfg(test)]

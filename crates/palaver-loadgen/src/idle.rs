@@ -15,13 +15,11 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::{
     sync::mpsc,
     time::{Instant, sleep},
 };
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -143,27 +141,13 @@ impl IdleReport {
     }
 }
 
-/// Holds one connection open, reading (and so answering pings) until stopped.
+/// Holds one connection open until stopped, counting it if the server drops it.
 async fn hold(opened: Opened, stop: CancellationToken, dropped: Arc<AtomicU64>) -> Option<String> {
-    let (mut sink, mut stream) = opened.ws.split();
-    loop {
-        let item = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            item = stream.next() => item,
-        };
-        match item {
-            Some(Ok(
-                Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_),
-            )) => {}
-            other => {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                return Some(client::ended_reason(other.as_ref()));
-            }
-        }
+    let ended = client::hold(opened.ws, stop).await;
+    if ended.is_some() {
+        dropped.fetch_add(1, Ordering::Relaxed);
     }
-    client::close(&mut sink, &mut stream).await;
-    None
+    ended
 }
 
 /// Runs `idle`.

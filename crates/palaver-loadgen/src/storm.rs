@@ -5,14 +5,12 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::{
     sync::{Semaphore, mpsc},
     task::JoinSet,
     time::Instant,
 };
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -214,7 +212,7 @@ pub async fn run(
             match opened {
                 Ok(opened) => {
                     let _ = tx.send(Attempt { index, at, result: Ok(opened.elapsed) });
-                    hold(opened.ws, stop).await
+                    client::hold(opened.ws, stop).await
                 }
                 Err(e) => {
                     let _ = tx.send(Attempt { index, at, result: Err(e) });
@@ -281,26 +279,6 @@ pub async fn run(
         loadgen,
         disconnects,
     })
-}
-
-/// Holds a connection open, reading, until the storm ends; `Some(why)` if it ended first.
-async fn hold(ws: client::Ws, stop: CancellationToken) -> Option<String> {
-    let (mut sink, mut stream) = ws.split();
-    loop {
-        let item = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            item = stream.next() => item,
-        };
-        match item {
-            Some(Ok(
-                Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_),
-            )) => {}
-            other => return Some(client::ended_reason(other.as_ref())),
-        }
-    }
-    client::close(&mut sink, &mut stream).await;
-    None
 }
 
 /// Running counts of the storm's attempts.
