@@ -24,17 +24,23 @@ impl MeteredBroker {
         Arc::new(MeteredBroker { inner, metrics })
     }
 
-    fn record<T>(&self, op: BrokerOp, start: Instant, result: &Result<T, BrokerError>) {
+    /// Runs one call into the real broker, recording its latency and outcome.
+    async fn timed<T>(
+        &self,
+        op: BrokerOp,
+        call: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let start = Instant::now();
+        let result = call.await;
         self.metrics.broker_call(op, start.elapsed(), result.is_ok());
+        result
     }
 }
 
 #[async_trait]
 impl Broker for MeteredBroker {
     async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.publish(room, draft).await;
-        self.record(BrokerOp::Publish, start, &result);
+        let result = self.timed(BrokerOp::Publish, self.inner.publish(room, draft)).await;
         if let Ok(published) = &result {
             let counter = if published.duplicate {
                 &self.metrics.duplicates
@@ -53,17 +59,11 @@ impl Broker for MeteredBroker {
         state: PresenceState,
         trace: Option<String>,
     ) -> Result<(), BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.signal(room, user, state, trace).await;
-        self.record(BrokerOp::Signal, start, &result);
-        result
+        self.timed(BrokerOp::Signal, self.inner.signal(room, user, state, trace)).await
     }
 
     async fn subscribe(&self, room: &RoomName) -> Result<(), BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.subscribe(room).await;
-        self.record(BrokerOp::Subscribe, start, &result);
-        result
+        self.timed(BrokerOp::Subscribe, self.inner.subscribe(room)).await
     }
 
     async fn unsubscribe(&self, room: &RoomName) {
@@ -73,10 +73,7 @@ impl Broker for MeteredBroker {
     }
 
     async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.head(room).await;
-        self.record(BrokerOp::Head, start, &result);
-        result
+        self.timed(BrokerOp::Head, self.inner.head(room)).await
     }
 
     async fn history(
@@ -84,9 +81,7 @@ impl Broker for MeteredBroker {
         room: &RoomName,
         query: HistoryQuery,
     ) -> Result<HistoryPage, BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.history(room, query).await;
-        self.record(BrokerOp::History, start, &result);
+        let result = self.timed(BrokerOp::History, self.inner.history(room, query)).await;
         if let Ok(page) = &result {
             self.metrics
                 .history_messages
@@ -101,10 +96,7 @@ impl Broker for MeteredBroker {
         user: &UserName,
         session: &str,
     ) -> Result<bool, BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.presence_join(room, user, session).await;
-        self.record(BrokerOp::PresenceJoin, start, &result);
-        result
+        self.timed(BrokerOp::PresenceJoin, self.inner.presence_join(room, user, session)).await
     }
 
     async fn presence_leave(
@@ -113,17 +105,11 @@ impl Broker for MeteredBroker {
         user: &UserName,
         session: &str,
     ) -> Result<bool, BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.presence_leave(room, user, session).await;
-        self.record(BrokerOp::PresenceLeave, start, &result);
-        result
+        self.timed(BrokerOp::PresenceLeave, self.inner.presence_leave(room, user, session)).await
     }
 
     async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
-        let start = Instant::now();
-        let result = self.inner.members(room).await;
-        self.record(BrokerOp::Members, start, &result);
-        result
+        self.timed(BrokerOp::Members, self.inner.members(room)).await
     }
 
     fn is_ready(&self) -> bool {
