@@ -19,11 +19,22 @@ fn member(user: &str) -> String {
     format!("document.querySelector('#members li[data-user=\"{user}\"]') !== null")
 }
 
-/// Ann and Bob join `lobby`, see each other arrive and type, and exchange two
-/// messages, which both pages hold and show once, in order.
-async fn converse(ann: &Browser, bob: &Browser) {
+/// Opens Ann's page at `ann_url` and Bob's at `bob_url`; both join `lobby`.
+async fn ann_and_bob_in_lobby(
+    driver: &ChromeDriver,
+    ann_url: &str,
+    bob_url: &str,
+) -> (Browser, Browser) {
+    let ann = driver.open(ann_url).await;
+    let bob = driver.open(bob_url).await;
     ann.join("ann", "lobby").await;
     bob.join("bob", "lobby").await;
+    (ann, bob)
+}
+
+/// Ann and Bob, both in `lobby`, see each other arrive and type, and exchange
+/// two messages, which both pages hold and show once, in order.
+async fn converse(ann: &Browser, bob: &Browser) {
     ann.wait_for("bob in ann's member list", &member("bob")).await;
     bob.wait_for("ann in bob's member list", &member("ann")).await;
 
@@ -45,8 +56,7 @@ async fn converse(ann: &Browser, bob: &Browser) {
 async fn two_browsers_on_one_node_chat_and_see_presence_and_typing() {
     let node = Node::start(&[]);
     let driver = ChromeDriver::start().await;
-    let ann = driver.open(&node.url("/")).await;
-    let bob = driver.open(&node.url("/")).await;
+    let (ann, bob) = ann_and_bob_in_lobby(&driver, &node.url("/"), &node.url("/")).await;
     converse(&ann, &bob).await;
 }
 
@@ -56,8 +66,7 @@ async fn two_browsers_on_two_nodes_sharing_redis_chat_and_see_presence_and_typin
     let a = Node::start(&["--redis-url", &redis.url()]);
     let b = Node::start(&["--redis-url", &redis.url()]);
     let driver = ChromeDriver::start().await;
-    let ann = driver.open(&a.url("/")).await;
-    let bob = driver.open(&b.url("/")).await;
+    let (ann, bob) = ann_and_bob_in_lobby(&driver, &a.url("/"), &b.url("/")).await;
     converse(&ann, &bob).await;
 }
 
@@ -69,10 +78,7 @@ async fn a_browser_whose_node_is_killed_reconnects_to_another_and_misses_nothing
     // Bob reaches the cluster through the "load balancer": node A while it lives.
     let proxy = TcpProxy::start(vec![a.addr, b.addr]).await;
     let driver = ChromeDriver::start().await;
-    let ann = driver.open(&b.url("/")).await;
-    let bob = driver.open(&proxy.url("/")).await;
-    ann.join("ann", "lobby").await;
-    bob.join("bob", "lobby").await;
+    let (ann, bob) = ann_and_bob_in_lobby(&driver, &b.url("/"), &proxy.url("/")).await;
     for i in 1..=3 {
         ann.say(&format!("before {i}")).await;
     }
@@ -126,10 +132,7 @@ async fn a_browser_whose_node_is_killed_reconnects_to_another_and_misses_nothing
 async fn markup_in_messages_is_shown_as_text_and_never_run() {
     let node = Node::start(&[]);
     let driver = ChromeDriver::start().await;
-    let ann = driver.open(&node.url("/")).await;
-    let bob = driver.open(&node.url("/")).await;
-    ann.join("ann", "lobby").await;
-    bob.join("bob", "lobby").await;
+    let (ann, bob) = ann_and_bob_in_lobby(&driver, &node.url("/"), &node.url("/")).await;
 
     let hostile =
         r#"<script>alert(1)</script> and <b>bold</b> <img src=x onerror="window.pwned=1">"#;
@@ -151,10 +154,7 @@ async fn markup_in_messages_is_shown_as_text_and_never_run() {
 async fn screenshot_of_a_conversation() {
     let node = Node::start(&[]);
     let driver = ChromeDriver::start().await;
-    let ann = driver.open(&node.url("/")).await;
-    let bob = driver.open(&node.url("/")).await;
-    ann.join("ann", "lobby").await;
-    bob.join("bob", "lobby").await;
+    let (ann, bob) = ann_and_bob_in_lobby(&driver, &node.url("/"), &node.url("/")).await;
     bob.add_room("release").await;
     bob.switch_room("lobby").await;
     ann.add_room("release").await;
