@@ -15,5 +15,5 @@ pub mod redis;
 pub mod util;
 
 pub use self::redis::{RedisBroker, RedisConfig, RedisStats, RedisStatsSnapshot};
-pub use broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead};
+pub use broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead};
 pub use memory::MemoryBroker;

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use palaver_broker::{
-    Broker, BrokerError, Draft, HistoryPage, Published, RoomHead, broker::SharedBroker,
+    Broker, BrokerError, Draft, Evidence, HistoryPage, Published, RoomHead, broker::SharedBroker,
 };
 use palaver_protocol::{HistoryQuery, PresenceState, RoomName, UserName};
 
@@ -72,16 +72,21 @@ impl Broker for MeteredBroker {
         self.metrics.broker_call(BrokerOp::Unsubscribe, start.elapsed(), true);
     }
 
-    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
-        self.timed(BrokerOp::Head, self.inner.head(room)).await
+    async fn head(
+        &self,
+        room: &RoomName,
+        evidence: Option<Evidence>,
+    ) -> Result<RoomHead, BrokerError> {
+        self.timed(BrokerOp::Head, self.inner.head(room, evidence)).await
     }
 
     async fn history(
         &self,
         room: &RoomName,
         query: HistoryQuery,
+        evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError> {
-        let result = self.timed(BrokerOp::History, self.inner.history(room, query)).await;
+        let result = self.timed(BrokerOp::History, self.inner.history(room, query, evidence)).await;
         if let Ok(page) = &result {
             self.metrics
                 .history_messages
@@ -142,11 +147,12 @@ mod tests {
             user: UserName::parse("ann").expect("valid user"),
             text: "hi".into(),
             trace: None,
+            witness: None,
         };
         broker.publish(&room, draft.clone()).await.expect("publish");
         broker.publish(&room, draft).await.expect("duplicate publish");
         let page = broker
-            .history(&room, HistoryQuery::After { after: 0, limit: 10 })
+            .history(&room, HistoryQuery::After { after: 0, limit: 10 }, None)
             .await
             .expect("history");
         assert_eq!(page.messages.len(), 1);

@@ -145,7 +145,13 @@
 
   function joinRoom(r) {
     const frame = { type: 'join', room: r.name };
-    if (r.epoch !== null) frame.since = { epoch: r.epoch, seq: r.seq };
+    if (r.epoch !== null) {
+      // The id of the message held at `seq` lets the server catch a Redis
+      // that came back behind us (it then answers recovered: false).
+      frame.since = { epoch: r.epoch, seq: r.seq };
+      const held = r.bySeq.get(r.seq);
+      if (held && held.id) frame.since.id = held.id;
+    }
     if (send(frame)) S.joinQueue.push(r.name);
   }
 
