@@ -368,6 +368,7 @@ export class Palaver extends Emitter<ClientEvents> {
     this.connectionLost();
     const why = error ?? new PalaverError('closed', reason);
     for (const p of [...this.outbox.values()]) this.settle(p, why);
+    for (const room of this.rooms.values()) room.clientStopped(why);
     if (error) this.emit('error', error);
     this.setDisconnected({ code, reason, willReconnect: false });
   }

@@ -222,6 +222,11 @@ export class Room extends Emitter<RoomEvents> {
     this.filling = false;
   }
 
+  /** @internal The client stopped: whoever awaits the join hears why. */
+  clientStopped(error: PalaverError): void {
+    this.failJoin(error);
+  }
+
   /** @internal `joined`, requested or not: the server restarts the stream. */
   onJoined(f: JoinedFrame): void {
     if (!this.wanted) return;
