@@ -159,6 +159,8 @@ export declare class Palaver extends Emitter<ClientEvents> {
     private onWelcome;
     /** Errors go to the request they name (a send's id, or the oldest join/history awaiting a reply). */
     private onError;
+    /** Backoff before retrying a refused request; `rate_limited` also waits for the server's budget to refill. */
+    private retryDelay;
     private submit;
     /** Writes a pending send if its room is joined on this connection and it was not written on it yet. */
     private transmit;

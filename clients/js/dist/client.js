@@ -286,6 +286,11 @@ export class Palaver extends Emitter {
             h.reject(lost);
         for (const room of this.rooms.values())
             room.connectionLost();
+        // Sends waiting out a retry delay go again as soon as their room is rejoined.
+        for (const p of this.outbox.values()) {
+            clearTimeout(p.retry);
+            p.retry = undefined;
+        }
     }
     /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
     startHeartbeat(ws) {
@@ -396,7 +401,7 @@ export class Palaver extends Emitter {
         const later = (tries, fn) => setTimeout(() => {
             if (generation === this.generation && this.current === 'connected')
                 fn();
-        }, fullJitter(tries, this.options.minDelay, this.options.maxDelay) + (f.code === 'rate_limited' ? 1000 : 0));
+        }, this.retryDelay(tries, f.code));
         const send = f.ref !== undefined ? this.outbox.get(f.ref) : undefined;
         if (send) {
             if (!f.retryable)
@@ -404,7 +409,11 @@ export class Palaver extends Emitter {
             this.rooms.get(send.room)?.onError(error); // told, and retried
             send.connection = 0;
             clearTimeout(send.retry);
-            send.retry = later(send.tries++, () => this.transmit(send));
+            send.retry = setTimeout(() => {
+                send.retry = undefined;
+                if (generation === this.generation)
+                    this.transmit(send);
+            }, this.retryDelay(send.tries++, f.code));
             return;
         }
         if (f.ref === 'join') {
@@ -431,8 +440,14 @@ export class Palaver extends Emitter {
             return;
         this.emit('error', error);
     }
+    /** Backoff before retrying a refused request; `rate_limited` also waits for the server's budget to refill. */
+    retryDelay(tries, code) {
+        return fullJitter(tries, this.options.minDelay, this.options.maxDelay) + (code === 'rate_limited' ? 1000 : 0);
+    }
     // ---- Sending ----------------------------------------------------------------
     submit(room, text, id = messageId()) {
+        if (!this.wanted)
+            return Promise.reject(new PalaverError('closed', 'the client is closed: connect() first'));
         const existing = this.outbox.get(id);
         if (existing)
             return existing.promise;
@@ -521,9 +536,10 @@ const scope = globalThis;
 function definedOnly(o) {
     return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 }
-/** `http(s)://host` works too: the scheme becomes `ws(s)` and an empty path `/ws`. */
+/** `http(s)://host` works too (the scheme becomes `ws(s)`, an empty path `/ws`), and in a page so does a relative URL such as `/ws`. */
 function socketUrl(url) {
-    const u = new URL(url);
+    const page = globalThis.location?.href;
+    const u = page ? new URL(url, page) : new URL(url);
     if (u.protocol === 'http:')
         u.protocol = 'ws:';
     if (u.protocol === 'https:')

@@ -108,6 +108,7 @@ export declare class Room extends Emitter<RoomEvents> {
     /** Bumped whenever the stream restarts, so a stale gap fill is ignored. */
     private stream;
     private lastTyping;
+    private lastJoined;
     /** @internal */
     constructor(name: string, link: RoomLink, store: PositionStore);
     /** Joined on the current connection: messages are flowing. */

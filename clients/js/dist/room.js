@@ -21,6 +21,7 @@ export class Room extends Emitter {
     /** Bumped whenever the stream restarts, so a stale gap fill is ignored. */
     stream = 0;
     lastTyping = 0;
+    lastJoined;
     /** @internal */
     constructor(name, link, store) {
         super();
@@ -50,6 +51,8 @@ export class Room extends Emitter {
      * reconnects, resuming with `since`. Resolves on the first `joined`.
      */
     join() {
+        if (this.live && this.lastJoined)
+            return Promise.resolve(this.lastJoined);
         const joined = new Promise((resolve, reject) => this.joinWaiters.push({ resolve, reject }));
         if (!this.wanted) {
             this.wanted = true;
@@ -141,6 +144,7 @@ export class Room extends Emitter {
         if (!p || !f.recovered || p.epoch !== f.epoch)
             this.moveTo({ epoch: f.epoch, seq: f.seq });
         const joined = { room: this.name, epoch: f.epoch, seq: f.seq, members: [...f.members].sort(), recovered: f.recovered };
+        this.lastJoined = joined;
         for (const w of this.joinWaiters.splice(0))
             w.resolve(joined);
         this.emit('joined', joined);

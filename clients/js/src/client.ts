@@ -388,6 +388,11 @@ export class Palaver extends Emitter<ClientEvents> {
     const lost = new PalaverError('disconnected', 'the connection was lost', true);
     for (const h of this.historyQueue.splice(0)) h.reject(lost);
     for (const room of this.rooms.values()) room.connectionLost();
+    // Sends waiting out a retry delay go again as soon as their room is rejoined.
+    for (const p of this.outbox.values()) {
+      clearTimeout(p.retry);
+      p.retry = undefined;
+    }
   }
 
   /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
@@ -491,14 +496,17 @@ export class Palaver extends Emitter<ClientEvents> {
     const later = (tries: number, fn: () => void) =>
       setTimeout(() => {
         if (generation === this.generation && this.current === 'connected') fn();
-      }, fullJitter(tries, this.options.minDelay, this.options.maxDelay) + (f.code === 'rate_limited' ? 1000 : 0));
+      }, this.retryDelay(tries, f.code));
     const send = f.ref !== undefined ? this.outbox.get(f.ref) : undefined;
     if (send) {
       if (!f.retryable) return this.settle(send, error);
       this.rooms.get(send.room)?.onError(error); // told, and retried
       send.connection = 0;
       clearTimeout(send.retry);
-      send.retry = later(send.tries++, () => this.transmit(send));
+      send.retry = setTimeout(() => {
+        send.retry = undefined;
+        if (generation === this.generation) this.transmit(send);
+      }, this.retryDelay(send.tries++, f.code));
       return;
     }
     if (f.ref === 'join') {
@@ -520,9 +528,15 @@ export class Palaver extends Emitter<ClientEvents> {
     this.emit('error', error);
   }
 
+  /** Backoff before retrying a refused request; `rate_limited` also waits for the server's budget to refill. */
+  private retryDelay(tries: number, code: string): number {
+    return fullJitter(tries, this.options.minDelay, this.options.maxDelay) + (code === 'rate_limited' ? 1000 : 0);
+  }
+
   // ---- Sending ----------------------------------------------------------------
 
   private submit(room: string, text: string, id = messageId()): Promise<Ack> {
+    if (!this.wanted) return Promise.reject(new PalaverError('closed', 'the client is closed: connect() first'));
     const existing = this.outbox.get(id);
     if (existing) return existing.promise;
     const bytes = new TextEncoder().encode(JSON.stringify({ type: 'send', room, text, id })).length;
@@ -611,9 +625,10 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** `http(s)://host` works too: the scheme becomes `ws(s)` and an empty path `/ws`. */
+/** `http(s)://host` works too (the scheme becomes `ws(s)`, an empty path `/ws`), and in a page so does a relative URL such as `/ws`. */
 function socketUrl(url: string): string {
-  const u = new URL(url);
+  const page = (globalThis as { location?: { href?: string } }).location?.href;
+  const u = page ? new URL(url, page) : new URL(url);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   if (u.protocol === 'https:') u.protocol = 'wss:';
   if (u.pathname === '/' || u.pathname === '') u.pathname = '/ws';

@@ -109,6 +109,7 @@ export class Room extends Emitter<RoomEvents> {
   /** Bumped whenever the stream restarts, so a stale gap fill is ignored. */
   private stream = 0;
   private lastTyping = 0;
+  private lastJoined: Joined | undefined;
 
   /** @internal */
   constructor(
@@ -146,6 +147,7 @@ export class Room extends Emitter<RoomEvents> {
    * reconnects, resuming with `since`. Resolves on the first `joined`.
    */
   join(): Promise<Joined> {
+    if (this.live && this.lastJoined) return Promise.resolve(this.lastJoined);
     const joined = new Promise<Joined>((resolve, reject) => this.joinWaiters.push({ resolve, reject }));
     if (!this.wanted) {
       this.wanted = true;
@@ -238,6 +240,7 @@ export class Room extends Emitter<RoomEvents> {
     const p = this.position;
     if (!p || !f.recovered || p.epoch !== f.epoch) this.moveTo({ epoch: f.epoch, seq: f.seq });
     const joined: Joined = { room: this.name, epoch: f.epoch, seq: f.seq, members: [...f.members].sort(), recovered: f.recovered };
+    this.lastJoined = joined;
     for (const w of this.joinWaiters.splice(0)) w.resolve(joined);
     this.emit('joined', joined);
   }

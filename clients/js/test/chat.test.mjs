@@ -1,10 +1,11 @@
 // Two clients in a room: messages once each in order, acks, presence, typing,
-// history; dedup of a repeated id; a refused join.
+// history; a gap in the stream filled from history; dedup of a repeated id; a
+// refused join.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { client, record, rows, startNode, waitFor, within } from './support.mjs';
+import { client, record, rows, startNode, startProxy, waitFor, within } from './support.mjs';
 
 test('two clients chat: messages in order once each, presence, typing and history', async (t) => {
   const node = await startNode();
@@ -69,4 +70,35 @@ test('a refused join rejects and reports the error; the connection stays up', as
   const lobby = await record(ann, 'lobby');
   assert.equal(ann.state, 'connected');
   assert.equal((await lobby.room.send('still here')).seq, 1);
+});
+
+test('a message missing from the stream is fetched with history before later ones are delivered', async (t) => {
+  const node = await startNode();
+  // Between Bob and the node, the live copy of message 2 is lost once.
+  let dropped = 0;
+  const lossy = (text) => dropped === 0 && /"type":"message"/.test(text) && /"seq":2,/.test(text) && ++dropped === 1;
+  const proxy = await startProxy([node.addr], { dropFromServer: lossy });
+  t.after(async () => (await node.kill(), await proxy.close()));
+  const ann = client(node.url(), { name: 'ann' });
+  const bob = client(proxy.url(), { name: 'bob' });
+  t.after(() => (ann.close(), bob.close()));
+  const annSeen = await record(ann, 'lobby');
+  const bobSeen = await record(bob, 'lobby');
+  for (const text of ['one', 'two', 'three', 'four']) await annSeen.room.send(text);
+  await waitFor('bob to hear 4', () => bobSeen.messages.length >= 4);
+  assert.equal(dropped, 1, 'the proxy did lose message 2');
+  assert.deepEqual(rows(bobSeen.messages), [[1, 'ann', 'one'], [2, 'ann', 'two'], [3, 'ann', 'three'], [4, 'ann', 'four']]);
+  assert.deepEqual(bobSeen.gaps, []);
+  assert.deepEqual(bobSeen.joined.length, 1, 'filled without a reconnect');
+});
+
+test('join() on a joined room resolves at once', async (t) => {
+  const node = await startNode();
+  t.after(() => node.kill());
+  const ann = client(node.url(), { name: 'ann' });
+  t.after(() => ann.close());
+  const seen = await record(ann, 'lobby');
+  const again = await within(seen.room.join(), 'the second join');
+  assert.equal(again.room, 'lobby');
+  assert.equal(seen.joined.length, 1);
 });

@@ -150,7 +150,7 @@ export async function startRedis() {
  * the open ones (the server's bytes stop reaching the client, while the client's
  * still reach the server: a half-dead link that only a heartbeat notices).
  */
-export async function startProxy(upstreams) {
+export async function startProxy(upstreams, { dropFromServer } = {}) {
   const links = new Set();
   let refusing = false;
   const server = net.createServer((client) => {
@@ -173,8 +173,10 @@ export async function startProxy(upstreams) {
       upstream.once('connect', () => {
         link.upstream = upstream;
         client.on('data', (d) => upstream.write(d));
+        const forward = dropFromServer ? frameFilter(dropFromServer) : (d) => d;
         upstream.on('data', (d) => {
-          if (!link.muted) client.write(d);
+          const kept = forward(d);
+          if (!link.muted && kept.length > 0) client.write(kept);
         });
         upstream.on('close', () => client.destroy());
       });
@@ -197,6 +199,47 @@ export async function startProxy(upstreams) {
       for (const link of links) link.client.destroy();
       return new Promise((resolve) => server.close(resolve));
     },
+  };
+}
+
+/**
+ * Cuts a server's byte stream into WebSocket frames (server frames are never
+ * masked) and leaves out the text frames `drop(text)` picks: a faulty
+ * intermediary, for the client's gap handling.
+ */
+function frameFilter(drop) {
+  let pending = Buffer.alloc(0);
+  let upgraded = false;
+  return (chunk) => {
+    pending = Buffer.concat([pending, chunk]);
+    const out = [];
+    if (!upgraded) {
+      const end = pending.indexOf('\r\n\r\n');
+      if (end < 0) return Buffer.alloc(0);
+      out.push(pending.subarray(0, end + 4));
+      pending = pending.subarray(end + 4);
+      upgraded = true;
+    }
+    for (;;) {
+      if (pending.length < 2) break;
+      let length = pending[1] & 0x7f;
+      let offset = 2;
+      if (length === 126) {
+        if (pending.length < 4) break;
+        length = pending.readUInt16BE(2);
+        offset = 4;
+      } else if (length === 127) {
+        if (pending.length < 10) break;
+        length = Number(pending.readBigUInt64BE(2));
+        offset = 10;
+      }
+      if (pending.length < offset + length) break;
+      const frame = pending.subarray(0, offset + length);
+      const text = (pending[0] & 0x0f) === 1 ? pending.subarray(offset, offset + length).toString('utf8') : undefined;
+      if (text === undefined || !drop(text)) out.push(frame);
+      pending = pending.subarray(offset + length);
+    }
+    return Buffer.concat(out);
   };
 }
 

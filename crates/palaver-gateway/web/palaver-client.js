@@ -174,6 +174,7 @@ var Room = class extends Emitter {
   /** Bumped whenever the stream restarts, so a stale gap fill is ignored. */
   stream = 0;
   lastTyping = 0;
+  lastJoined;
   /** Joined on the current connection: messages are flowing. */
   get joined() {
     return this.live;
@@ -195,6 +196,7 @@ var Room = class extends Emitter {
    * reconnects, resuming with `since`. Resolves on the first `joined`.
    */
   join() {
+    if (this.live && this.lastJoined) return Promise.resolve(this.lastJoined);
     const joined = new Promise((resolve, reject) => this.joinWaiters.push({ resolve, reject }));
     if (!this.wanted) {
       this.wanted = true;
@@ -277,6 +279,7 @@ var Room = class extends Emitter {
     const p = this.position;
     if (!p || !f.recovered || p.epoch !== f.epoch) this.moveTo({ epoch: f.epoch, seq: f.seq });
     const joined = { room: this.name, epoch: f.epoch, seq: f.seq, members: [...f.members].sort(), recovered: f.recovered };
+    this.lastJoined = joined;
     for (const w of this.joinWaiters.splice(0)) w.resolve(joined);
     this.emit("joined", joined);
   }
@@ -664,6 +667,10 @@ var Palaver = class extends Emitter {
     const lost = new PalaverError("disconnected", "the connection was lost", true);
     for (const h of this.historyQueue.splice(0)) h.reject(lost);
     for (const room of this.rooms.values()) room.connectionLost();
+    for (const p of this.outbox.values()) {
+      clearTimeout(p.retry);
+      p.retry = void 0;
+    }
   }
   /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
   startHeartbeat(ws) {
@@ -757,14 +764,17 @@ var Palaver = class extends Emitter {
     const generation = this.generation;
     const later = (tries, fn) => setTimeout(() => {
       if (generation === this.generation && this.current === "connected") fn();
-    }, fullJitter(tries, this.options.minDelay, this.options.maxDelay) + (f.code === "rate_limited" ? 1e3 : 0));
+    }, this.retryDelay(tries, f.code));
     const send = f.ref !== void 0 ? this.outbox.get(f.ref) : void 0;
     if (send) {
       if (!f.retryable) return this.settle(send, error);
       this.rooms.get(send.room)?.onError(error);
       send.connection = 0;
       clearTimeout(send.retry);
-      send.retry = later(send.tries++, () => this.transmit(send));
+      send.retry = setTimeout(() => {
+        send.retry = void 0;
+        if (generation === this.generation) this.transmit(send);
+      }, this.retryDelay(send.tries++, f.code));
       return;
     }
     if (f.ref === "join") {
@@ -785,8 +795,13 @@ var Palaver = class extends Emitter {
     if (f.ref === "typing" || f.ref === "ping" || f.ref === "leave") return;
     this.emit("error", error);
   }
+  /** Backoff before retrying a refused request; `rate_limited` also waits for the server's budget to refill. */
+  retryDelay(tries, code) {
+    return fullJitter(tries, this.options.minDelay, this.options.maxDelay) + (code === "rate_limited" ? 1e3 : 0);
+  }
   // ---- Sending ----------------------------------------------------------------
   submit(room, text, id = messageId()) {
+    if (!this.wanted) return Promise.reject(new PalaverError("closed", "the client is closed: connect() first"));
     const existing = this.outbox.get(id);
     if (existing) return existing.promise;
     const bytes = new TextEncoder().encode(JSON.stringify({ type: "send", room, text, id })).length;
@@ -862,7 +877,8 @@ function definedOnly(o) {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== void 0));
 }
 function socketUrl(url) {
-  const u = new URL(url);
+  const page = globalThis.location?.href;
+  const u = page ? new URL(url, page) : new URL(url);
   if (u.protocol === "http:") u.protocol = "ws:";
   if (u.protocol === "https:") u.protocol = "wss:";
   if (u.pathname === "/" || u.pathname === "") u.pathname = "/ws";
