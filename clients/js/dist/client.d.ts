@@ -150,6 +150,8 @@ export declare class Palaver extends Emitter<ClientEvents> {
     private detach;
     /** Per-connection state goes: the pace, replies awaited, rooms' liveness. */
     private connectionLost;
+    /** Gives up on a socket believed dead: closes it without waiting for the handshake, then reconnects. */
+    private abandon;
     /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
     private startHeartbeat;
     private setState;

@@ -59,7 +59,7 @@ export class Palaver extends Emitter {
     };
     onOffline = () => {
         if (this.ws)
-            this.drop(this.ws, 1006, 'the browser went offline');
+            this.abandon(this.ws, 1006, 'the browser went offline');
     };
     constructor(url, credentials = {}, options = {}) {
         super();
@@ -292,6 +292,21 @@ export class Palaver extends Emitter {
             p.retry = undefined;
         }
     }
+    /** Gives up on a socket believed dead: closes it without waiting for the handshake, then reconnects. */
+    abandon(ws, code, reason) {
+        try {
+            // A dead link cannot carry a closing handshake: `ws` can drop the socket at once.
+            const terminate = ws.terminate;
+            if (terminate)
+                terminate.call(ws);
+            else
+                ws.close(Close.HeartbeatTimeout, reason.slice(0, 100));
+        }
+        catch {
+            /* closing anyway */
+        }
+        this.drop(ws, code, reason);
+    }
     /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
     startHeartbeat(ws) {
         const { pingInterval, pongTimeout } = this.options;
@@ -302,13 +317,7 @@ export class Palaver extends Emitter {
             const now = Date.now();
             const quiet = now - this.lastHeard;
             if (quiet >= pingInterval + pongTimeout) {
-                try {
-                    ws.close(Close.HeartbeatTimeout, 'heartbeat timeout');
-                }
-                catch {
-                    /* closing anyway */
-                }
-                this.drop(ws, Close.HeartbeatTimeout, 'no reply from the server (heartbeat timeout)');
+                this.abandon(ws, Close.HeartbeatTimeout, 'no reply from the server (heartbeat timeout)');
             }
             else if (quiet >= pingInterval && now - this.lastPing >= pingInterval && this.current === 'connected') {
                 this.lastPing = now;

@@ -172,7 +172,7 @@ export class Palaver extends Emitter<ClientEvents> {
     }
   };
   private readonly onOffline = (): void => {
-    if (this.ws) this.drop(this.ws, 1006, 'the browser went offline');
+    if (this.ws) this.abandon(this.ws, 1006, 'the browser went offline');
   };
 
   constructor(url: string, credentials: Credentials = {}, options: PalaverOptions = {}) {
@@ -395,6 +395,19 @@ export class Palaver extends Emitter<ClientEvents> {
     }
   }
 
+  /** Gives up on a socket believed dead: closes it without waiting for the handshake, then reconnects. */
+  private abandon(ws: WebSocketLike, code: number, reason: string): void {
+    try {
+      // A dead link cannot carry a closing handshake: `ws` can drop the socket at once.
+      const terminate = (ws as { terminate?: () => void }).terminate;
+      if (terminate) terminate.call(ws);
+      else ws.close(Close.HeartbeatTimeout, reason.slice(0, 100));
+    } catch {
+      /* closing anyway */
+    }
+    this.drop(ws, code, reason);
+  }
+
   /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
   private startHeartbeat(ws: WebSocketLike): void {
     const { pingInterval, pongTimeout } = this.options;
@@ -404,12 +417,7 @@ export class Palaver extends Emitter<ClientEvents> {
       const now = Date.now();
       const quiet = now - this.lastHeard;
       if (quiet >= pingInterval + pongTimeout) {
-        try {
-          ws.close(Close.HeartbeatTimeout, 'heartbeat timeout');
-        } catch {
-          /* closing anyway */
-        }
-        this.drop(ws, Close.HeartbeatTimeout, 'no reply from the server (heartbeat timeout)');
+        this.abandon(ws, Close.HeartbeatTimeout, 'no reply from the server (heartbeat timeout)');
       } else if (quiet >= pingInterval && now - this.lastPing >= pingInterval && this.current === 'connected') {
         this.lastPing = now;
         this.write({ type: 'ping' });

@@ -471,7 +471,7 @@ var Palaver = class extends Emitter {
     }
   };
   onOffline = () => {
-    if (this.ws) this.drop(this.ws, 1006, "the browser went offline");
+    if (this.ws) this.abandon(this.ws, 1006, "the browser went offline");
   };
   constructor(url, credentials = {}, options = {}) {
     super();
@@ -672,6 +672,16 @@ var Palaver = class extends Emitter {
       p.retry = void 0;
     }
   }
+  /** Gives up on a socket believed dead: closes it without waiting for the handshake, then reconnects. */
+  abandon(ws, code, reason) {
+    try {
+      const terminate = ws.terminate;
+      if (terminate) terminate.call(ws);
+      else ws.close(Close.HeartbeatTimeout, reason.slice(0, 100));
+    } catch {
+    }
+    this.drop(ws, code, reason);
+  }
   /** Pings when the server has been quiet; declares the link dead when even the ping gets no answer. */
   startHeartbeat(ws) {
     const { pingInterval, pongTimeout } = this.options;
@@ -681,11 +691,7 @@ var Palaver = class extends Emitter {
       const now = Date.now();
       const quiet = now - this.lastHeard;
       if (quiet >= pingInterval + pongTimeout) {
-        try {
-          ws.close(Close.HeartbeatTimeout, "heartbeat timeout");
-        } catch {
-        }
-        this.drop(ws, Close.HeartbeatTimeout, "no reply from the server (heartbeat timeout)");
+        this.abandon(ws, Close.HeartbeatTimeout, "no reply from the server (heartbeat timeout)");
       } else if (quiet >= pingInterval && now - this.lastPing >= pingInterval && this.current === "connected") {
         this.lastPing = now;
         this.write({ type: "ping" });
