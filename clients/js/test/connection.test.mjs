@@ -122,3 +122,17 @@ test('under a low server rate limit, rate_limited refusals are retried with back
   assert.deepEqual(annSeen.messages.map((m) => m.seq), Array.from({ length: 30 }, (_, i) => i + 1));
   assert.deepEqual(annSeen.messages.map((m) => m.text).sort(), [...texts].sort(), 'each text once');
 });
+
+test('a send that cannot be acked within sendTimeout rejects with timeout', async (t) => {
+  const node = await startNode();
+  const proxy = await startProxy([node.addr]);
+  t.after(async () => (await node.kill(), await proxy.close()));
+  const bob = client(proxy.url(), { name: 'bob' }, { sendTimeout: 300 });
+  t.after(() => bob.close());
+  const seen = await record(bob, 'lobby');
+  const down = disconnects(bob);
+  proxy.refuse(true);
+  await node.kill(); // and no node to come back to
+  await waitFor('bob to notice', () => down.length > 0);
+  await assert.rejects(within(seen.room.send('into the void'), 'the deadline'), (e) => e.code === 'timeout' && e.retryable);
+});

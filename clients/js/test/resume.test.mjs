@@ -137,7 +137,8 @@ test('with storage, a new client (a reloaded page) resumes where the last one le
   await waitFor('bob to hear 3', () => first.messages.length >= 3);
   page1.close();
   for (let i = 1; i <= 2; i++) await annSeen.room.send(`missed ${i}`);
-  assert.match(storage.get('palaver:lobby'), /"seq":3/);
+  const held = JSON.parse(storage.get('palaver:lobby'));
+  assert.deepEqual(held, { epoch: first.messages[2].epoch, seq: 3, id: first.messages[2].id }, 'the position, with the id sent in `since`');
 
   const page2 = client(node.url(), { name: 'bob' }, { storage: sessionStorage });
   t.after(() => page2.close());
@@ -145,4 +146,26 @@ test('with storage, a new client (a reloaded page) resumes where the last one le
   assert.equal(second.joined[0].recovered, true);
   await waitFor('the missed messages', () => second.messages.length >= 2);
   assert.deepEqual(rows(second.messages), [[4, 'ann', 'missed 1'], [5, 'ann', 'missed 2']], 'only what this page had not seen');
+});
+
+test('a rolling restart (SIGTERM, close 1001) moves the client to another node without loss', async (t) => {
+  const redis = await startRedis();
+  const a = await startNode(['--redis-url', redis.url]);
+  const b = await startNode(['--redis-url', redis.url]);
+  const proxy = await startProxy([a.addr, b.addr]);
+  t.after(async () => (await a.kill(), await b.kill(), await proxy.close(), await redis.stop()));
+  const ann = client(b.url(), { name: 'ann' });
+  const bob = client(proxy.url(), { name: 'bob' });
+  t.after(() => (ann.close(), bob.close()));
+  const annSeen = await record(ann, 'lobby');
+  const bobSeen = await record(bob, 'lobby');
+  const bobDown = disconnects(bob);
+  await annSeen.room.send('one');
+  await a.terminate();
+  await annSeen.room.send('two');
+  await waitFor('bob back on B', () => bob.state === 'connected' && bob.session.node === b.id && bobSeen.room.joined);
+  await annSeen.room.send('three');
+  await waitFor('bob to hear 3', () => bobSeen.messages.length >= 3);
+  assert.equal(bobDown[0].code, 1001);
+  assert.deepEqual(rows(bobSeen.messages), [[1, 'ann', 'one'], [2, 'ann', 'two'], [3, 'ann', 'three']]);
 });
