@@ -15,7 +15,12 @@ test('a client whose gateway is killed reconnects through the balancer to anothe
   const redis = await startRedis();
   const a = await startNode(['--redis-url', redis.url]);
   const b = await startNode(['--redis-url', redis.url]);
-  const proxy = await startProxy([a.addr, b.addr]);
+  const joins = [];
+  const onClientFrame = (text) => {
+    const f = JSON.parse(text);
+    if (f.type === 'join') joins.push(f);
+  };
+  const proxy = await startProxy([a.addr, b.addr], { onClientFrame });
   t.after(async () => (await a.kill(), await b.kill(), await proxy.close(), await redis.stop()));
 
   const ann = client(b.url(), { name: 'ann' });
@@ -33,6 +38,7 @@ test('a client whose gateway is killed reconnects through the balancer to anothe
   };
   for (let i = 1; i <= 5; i++) await say('ann', annSeen.room, `before ${i}`);
   await waitFor('bob to hear 5', () => bobSeen.messages.length >= 5);
+  const held = bobSeen.messages[4];
 
   // A crashes; the balancer has no node for Bob for a while, during which Ann
   // goes on talking and Bob writes: his send waits in the outbox.
@@ -58,6 +64,8 @@ test('a client whose gateway is killed reconnects through the balancer to anothe
   assert.equal(bobSeen.joined.length, 2);
   assert.equal(bobSeen.joined[1].recovered, true, 'resumed from history');
   assert.deepEqual(bobSeen.gaps, []);
+  assert.deepEqual(joins[0], { type: 'join', room: 'lobby' }, 'the first join has nothing to resume');
+  assert.deepEqual(joins.at(-1), { type: 'join', room: 'lobby', since: { epoch: held.epoch, seq: 5, id: held.id } }, 'the rejoin resumes after the last message held, naming it');
 });
 
 test('through a Redis outage: sends are retried until Redis is back, nothing is lost or repeated', async (t) => {

@@ -150,7 +150,7 @@ export async function startRedis() {
  * the open ones (the server's bytes stop reaching the client, while the client's
  * still reach the server: a half-dead link that only a heartbeat notices).
  */
-export async function startProxy(upstreams, { dropFromServer } = {}) {
+export async function startProxy(upstreams, { dropFromServer, onClientFrame } = {}) {
   const links = new Set();
   let refusing = false;
   const server = net.createServer((client) => {
@@ -172,7 +172,8 @@ export async function startProxy(upstreams, { dropFromServer } = {}) {
       });
       upstream.once('connect', () => {
         link.upstream = upstream;
-        client.on('data', (d) => upstream.write(d));
+        const inspect = onClientFrame ? frameFilter((text) => (onClientFrame(text), false)) : (d) => d;
+        client.on('data', (d) => upstream.write(inspect(d)));
         const forward = dropFromServer ? frameFilter(dropFromServer) : (d) => d;
         upstream.on('data', (d) => {
           const kept = forward(d);
@@ -203,9 +204,9 @@ export async function startProxy(upstreams, { dropFromServer } = {}) {
 }
 
 /**
- * Cuts a server's byte stream into WebSocket frames (server frames are never
- * masked) and leaves out the text frames `drop(text)` picks: a faulty
- * intermediary, for the client's gap handling.
+ * Cuts one direction of an upgraded connection into WebSocket frames and
+ * leaves out the text frames `drop(text)` picks: a faulty intermediary, for the
+ * client's gap handling, or (dropping nothing) a way to read what a client sends.
  */
 function frameFilter(drop) {
   let pending = Buffer.alloc(0);
@@ -233,11 +234,18 @@ function frameFilter(drop) {
         length = Number(pending.readBigUInt64BE(2));
         offset = 10;
       }
-      if (pending.length < offset + length) break;
-      const frame = pending.subarray(0, offset + length);
-      const text = (pending[0] & 0x0f) === 1 ? pending.subarray(offset, offset + length).toString('utf8') : undefined;
+      const masked = (pending[1] & 0x80) !== 0; // client frames are
+      const start = offset + (masked ? 4 : 0);
+      if (pending.length < start + length) break;
+      const frame = pending.subarray(0, start + length);
+      let text;
+      if ((pending[0] & 0x0f) === 1) {
+        const payload = Buffer.from(pending.subarray(start, start + length));
+        if (masked) for (let i = 0; i < payload.length; i++) payload[i] ^= pending[offset + (i % 4)];
+        text = payload.toString('utf8');
+      }
       if (text === undefined || !drop(text)) out.push(frame);
-      pending = pending.subarray(offset + length);
+      pending = pending.subarray(start + length);
     }
     return Buffer.concat(out);
   };
