@@ -12,6 +12,7 @@ impl Inbox for Discard {
     fn deliver(&self, envelope: Envelope) {
         std::hint::black_box(envelope);
     }
+    fn lost(&self, _room: &RoomName) {}
     fn bus_state(&self, _up: bool) {}
 }
 

@@ -24,6 +24,7 @@ impl Inbox for Count {
     fn deliver(&self, _envelope: Envelope) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    fn lost(&self, _room: &RoomName) {}
     fn bus_state(&self, _up: bool) {}
 }
 
@@ -39,7 +40,8 @@ fn arg(name: &str, default: &str) -> String {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("redis pid");
     let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
     ticks / 100.0
 }
 
@@ -67,15 +69,22 @@ async fn main() {
     let started = Instant::now();
     stream::iter(0..messages)
         .for_each_concurrent(concurrency, |n| {
-            let (broker, names, user, text, witnesses) = (&broker, &names, &user, &text, &witnesses);
+            let (broker, names, user, text, witnesses) =
+                (&broker, &names, &user, &text, &witnesses);
             async move {
                 let room = n % names.len();
                 let id = ClientMessageId::parse(&format!("m{n}")).expect("valid");
                 let witness = witnesses[room].lock().clone();
-                let draft =
-                    Draft { id: id.clone(), user: user.clone(), text: text.clone(), trace: None, witness };
+                let draft = Draft {
+                    id: id.clone(),
+                    user: user.clone(),
+                    text: text.clone(),
+                    trace: None,
+                    witness,
+                };
                 let p = broker.publish(&names[room], draft).await.expect("publish");
-                let seen = Witness { epoch: p.epoch, seq: p.seq, id: Some(id), user: Some(user.clone()) };
+                let seen =
+                    Witness { epoch: p.epoch, seq: p.seq, id: Some(id), user: Some(user.clone()) };
                 let mut w = witnesses[room].lock();
                 if w.as_ref().is_none_or(|w| w.seq < seen.seq) {
                     *w = Some(seen);
@@ -88,10 +97,11 @@ async fn main() {
     // Let the last deliveries arrive.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     println!(
-        "{{\"messages\":{messages},\"rooms\":{rooms},\"concurrency\":{concurrency},\"seconds\":{elapsed:.3},\"msgs_per_s\":{:.0},\"redis_cpu_us_per_msg\":{:.2},\"delivered\":{}}}",
+        "{{\"messages\":{messages},\"rooms\":{rooms},\"concurrency\":{concurrency},\"seconds\":{elapsed:.3},\"msgs_per_s\":{:.0},\"redis_cpu_us_per_msg\":{:.2},\"delivered\":{},\"batches\":{}}}",
         messages as f64 / elapsed,
         cpu * 1e6 / messages as f64,
-        inbox.0.load(std::sync::atomic::Ordering::Relaxed)
+        inbox.0.load(std::sync::atomic::Ordering::Relaxed),
+        broker.stats().snapshot().publish_batches
     );
     broker.close().await;
 }

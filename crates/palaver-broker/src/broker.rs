@@ -15,6 +15,9 @@ use palaver_protocol::{
 pub trait Inbox: Send + Sync + 'static {
     /// One event of a subscribed room.
     fn deliver(&self, envelope: Envelope);
+    /// Events of the room were dropped (the node could not keep up): its
+    /// members recover them from history.
+    fn lost(&self, room: &RoomName);
     /// The bus connection was lost (`false`) or is back with every room
     /// re-subscribed (`true`). Events published in between were not delivered;
     /// the inbox recovers them from history.

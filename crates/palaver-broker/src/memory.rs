@@ -251,6 +251,7 @@ mod tests {
         fn deliver(&self, envelope: Envelope) {
             self.0.lock().push(envelope);
         }
+        fn lost(&self, _room: &RoomName) {}
         fn bus_state(&self, _up: bool) {}
     }
 

@@ -39,6 +39,8 @@
 //! - `scripts`: the Lua scripts and decoding of their replies.
 //! - `connections`: command connections (deadpool-redis) with a deadline per command.
 //! - `pubsub`: refcounted subscriptions, the reconnecting supervisor, the reader.
+//! - `workers`: parse and fan out bus events on one worker per core, by room.
+//! - `publisher`: publishes batched into one script call.
 //! - `history`: head and history reads, coalesced by `flight`.
 //! - `presence`: cluster-wide presence with expiring entries.
 //! - `stats`: counters for metrics ([`RedisStats`]).
@@ -48,9 +50,11 @@ mod flight;
 mod history;
 mod keys;
 mod presence;
+mod publisher;
 mod pubsub;
 mod scripts;
 mod stats;
+mod workers;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -71,15 +75,17 @@ use self::{
     connections::CommandPool,
     flight::SingleFlight,
     history::Read,
-    keys::{RoomKeys, idempotency_member, message_envelope_parts, reset_envelope_head},
+    keys::{RoomKeys, envelope_head},
     presence::LocalPresence,
+    publisher::Publisher,
     pubsub::Bus,
-    scripts::{Scripts, decode_publish},
+    scripts::Scripts,
     stats::add,
+    workers::Workers,
 };
 use crate::{
     broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
-    util::{new_epoch, now_ms},
+    util::new_epoch,
 };
 
 /// Settings of the Redis broker; [`RedisConfig::new`] fills in the defaults.
@@ -177,13 +183,16 @@ struct Core {
     commands: CommandPool,
     scripts: Scripts,
     bus: Bus,
+    publisher: Publisher,
     presence: LocalPresence,
     reads: Arc<SingleFlight<ReadKey, HistoryPage>>,
     /// Member lists are O(room size): a reconnect storm into a big room would
     /// fetch the same list once per joining client without this.
     member_reads: Arc<SingleFlight<RoomName, Vec<UserName>>>,
     read_permits: Semaphore,
-    stats: RedisStats,
+    stats: Arc<RedisStats>,
+    /// Parse and fan out bus events off the reader, one worker per core.
+    workers: Workers,
 }
 
 impl Core {
@@ -200,22 +209,19 @@ impl Core {
         result
     }
 
-    /// Starts an invocation of a script with the epoch and witness rules:
-    /// its five keys and first ten arguments (see `scripts`).
-    fn room_invocation<'a>(
-        &self,
-        script: &'a redis::Script,
+    /// Starts a [`READ`](scripts::READ) invocation: its three keys and its
+    /// first ten arguments (the epoch and witness rules, see `scripts`).
+    fn read_invocation<'a>(
+        &'a self,
         room: &RoomName,
         keys: &RoomKeys,
         evidence: Option<&Evidence>,
     ) -> redis::ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.scripts.read.prepare_invoke();
         invocation
-            .key(&keys.epoch)
-            .key(&keys.seq)
+            .key(&keys.meta)
             .key(&keys.stream)
             .key(&keys.ids)
-            .key(&keys.reset)
             .arg(new_epoch().as_str())
             .arg(self.config.room_ttl.as_millis() as u64);
         match evidence {
@@ -229,38 +235,9 @@ impl Core {
         };
         invocation
             .arg(&keys.channel)
-            .arg(reset_envelope_head(room))
+            .arg(envelope_head(room))
             .arg(self.config.reset_cooldown.as_millis() as u64);
         invocation
-    }
-
-    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
-        let keys = RoomKeys::new(&self.config.prefix, room);
-        let ts = now_ms();
-        let [head, middle, tail] = message_envelope_parts(room, &draft, ts);
-        let evidence = draft.witness.clone().map(Evidence::node);
-        let mut invocation =
-            self.room_invocation(&self.scripts.publish, room, &keys, evidence.as_ref());
-        invocation
-            .arg(self.config.history_max)
-            .arg(idempotency_member(&draft.user, &draft.id))
-            .arg(draft.user.as_str())
-            .arg(draft.id.as_str())
-            .arg(&draft.text)
-            .arg(ts)
-            .arg(head)
-            .arg(middle)
-            .arg(tail);
-        let reply: redis::Value = self
-            .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        let reply = decode_publish(&reply)?;
-        if reply.duplicate {
-            add(&self.stats.duplicates, 1);
-        } else {
-            add(&self.stats.publishes, 1);
-        }
-        Ok(Published { epoch: reply.epoch, seq: reply.seq, duplicate: reply.duplicate })
     }
 
     async fn signal(
@@ -314,16 +291,30 @@ impl RedisBroker {
             .map_err(|e| BrokerError::Unavailable(format!("invalid redis url: {e}")))?;
         let commands = CommandPool::new(&config.url, config.connections, config.command_timeout)?;
         let shutdown = config.shutdown.child_token();
+        let (publisher, pending) = Publisher::new();
+        let stats = Arc::new(RedisStats::default());
+        let mut tasks = JoinSet::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = Workers::start(
+            cores,
+            &config.prefix,
+            inbox.clone(),
+            stats.clone(),
+            &mut tasks,
+            &shutdown,
+        );
         let core = Arc::new(Core {
             inbox,
             commands,
             scripts: Scripts::new(),
             bus: Bus::new(config.prefix.clone(), config.command_timeout),
+            publisher,
             presence: LocalPresence::new(),
             reads: SingleFlight::new(),
             member_reads: SingleFlight::new(),
             read_permits: Semaphore::new(config.max_concurrent_reads.max(1)),
-            stats: RedisStats::default(),
+            stats,
+            workers,
             config: RedisConfig {
                 history_max: config.history_max.max(1),
                 presence_ttl: config.presence_ttl.max(Duration::from_millis(100)),
@@ -331,9 +322,9 @@ impl RedisBroker {
             },
         });
         let (first_attempt, attempted) = oneshot::channel();
-        let mut tasks = JoinSet::new();
         tasks.spawn(pubsub::supervise(core.clone(), client, shutdown.clone(), first_attempt));
         tasks.spawn(presence::maintain(core.clone(), shutdown.clone()));
+        tasks.spawn(publisher::run(core.clone(), pending, shutdown.clone()));
         let _ = timeout(core.config.command_timeout, attempted).await;
         info!(
             node = %core.config.node_id,

@@ -507,3 +507,39 @@ async fn a_witness_redis_does_not_hold_resets_the_epoch_once() {
     assert_ne!(published.epoch, head.epoch);
     assert_eq!(published.seq, 5);
 }
+
+/// Concurrent publishes share script calls (batches), each room keeps its
+/// own gap-free numbering, and every key of a room carries the room TTL from
+/// its first message on, so an idle room expires whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_batch_and_every_key_expires() {
+    let server = RedisServer::start();
+    let a = node_with(&server, "a", |c| c.room_ttl = Duration::from_secs(60)).await;
+    let rooms: Vec<_> = (0..20).map(|i| room(&format!("r{i}"))).collect();
+    let publishes = join_all((0..400).map(|n| {
+        let broker = a.broker.clone();
+        let room = rooms[n % rooms.len()].clone();
+        async move { (n % 20, broker.publish(&room, draft("ann", &format!("m{n}"))).await) }
+    }))
+    .await;
+    let mut per_room: Vec<Vec<u64>> = vec![Vec::new(); rooms.len()];
+    for (r, published) in publishes {
+        per_room[r].push(published.expect("publish").seq);
+    }
+    for seqs in &mut per_room {
+        seqs.sort_unstable();
+        assert_eq!(*seqs, (1..=20).collect::<Vec<_>>(), "gap-free per room");
+    }
+    let stats = a.broker.stats().snapshot();
+    assert_eq!(stats.publishes, 400);
+    assert!(stats.publish_batches < 400, "concurrent publishes share calls: {stats:?}");
+    for key in ["meta", "stream", "ids"] {
+        let name = format!("palaver:room:{{r3}}:{key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&name)
+            .query_async(&mut server.client().await)
+            .await
+            .expect("PTTL");
+        assert!(ttl > 50_000 && ttl <= 60_000, "{name} ttl {ttl}");
+    }
+}

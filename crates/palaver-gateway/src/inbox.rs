@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use palaver_broker::Inbox;
 use palaver_hub::Hub;
-use palaver_protocol::Envelope;
+use palaver_protocol::{Envelope, RoomName};
 
 /// Delivers bus events to the local hub.
 pub struct HubInbox(pub Arc<Hub>);
@@ -23,6 +23,10 @@ impl Inbox for HubInbox {
         crate::telemetry::set_remote_parent(&span, parent);
         let _entered = span.enter();
         self.0.deliver(envelope);
+    }
+
+    fn lost(&self, room: &RoomName) {
+        self.0.resync(room);
     }
 
     fn bus_state(&self, up: bool) {

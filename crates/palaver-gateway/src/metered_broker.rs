@@ -131,6 +131,7 @@ mod tests {
     struct Nowhere;
     impl Inbox for Nowhere {
         fn deliver(&self, _: Envelope) {}
+        fn lost(&self, _: &RoomName) {}
         fn bus_state(&self, _: bool) {}
     }
 

@@ -549,6 +549,16 @@ impl Collector for NodeCollector {
                     s.publishes,
                 ),
                 ("redis_duplicates", "Publishes Redis answered as duplicates.", s.duplicates),
+                (
+                    "redis_publish_batches",
+                    "Publish script calls (publishes share calls under load).",
+                    s.publish_batches,
+                ),
+                (
+                    "redis_delivery_overflows",
+                    "Bus events dropped because their room's delivery worker was full (members resync).",
+                    s.delivery_overflows,
+                ),
                 ("redis_signals", "Presence and typing events published.", s.signals),
                 (
                     "redis_bus_events",

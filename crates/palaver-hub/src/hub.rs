@@ -381,6 +381,14 @@ impl Hub {
         }
     }
 
+    /// Events of the room were dropped before reaching the hub: its live
+    /// members catch up from history.
+    pub fn resync(&self, room: &RoomName) {
+        if let Some(room) = self.shard(room).read().get(room) {
+            self.resync_room(room);
+        }
+    }
+
     /// Sends every live member of the room back to syncing.
     fn resync_room(&self, room: &Room) {
         for member in room.members.values() {

@@ -132,7 +132,7 @@ impl Core {
         add(&self.stats.history_reads, 1);
         let keys = RoomKeys::new(&self.config.prefix, room);
         let (mode, bound, count) = read.script_args();
-        let mut invocation = self.room_invocation(&self.scripts.read, room, &keys, evidence);
+        let mut invocation = self.read_invocation(room, &keys, evidence);
         invocation.arg(mode).arg(bound).arg(count);
         let reply: redis::Value = self
             .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })

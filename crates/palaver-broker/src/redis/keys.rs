@@ -7,7 +7,7 @@
 //! except the parts only the script knows (the epoch, the sequence number, the
 //! expired user) and the script concatenates.
 
-use palaver_protocol::{ClientMessageId, RoomName, UserName};
+use palaver_protocol::{RoomName, UserName};
 use serde::Serialize;
 
 use crate::broker::Draft;
@@ -15,17 +15,15 @@ use crate::broker::Draft;
 /// The keys and channel of one room.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomKeys {
-    /// Current sequence number (string integer; `INCR`).
-    pub seq: String,
-    /// History epoch (random hex string).
-    pub epoch: String,
+    /// The room's state: hash of `epoch`, `seq`, `lu`/`li` (user and id of
+    /// the message at `seq`), `reset_at` (see `scripts`).
+    pub meta: String,
     /// History stream; entry ids are `<seq>-1`.
     pub stream: String,
-    /// Idempotency index: ZSET of `"<id> <user>"` scored by seq.
+    /// Idempotency index: ZSET of `"<id> <user>"` scored by seq (the
+    /// publish script builds the member; ids never contain a space, so the
+    /// first space separates the two unambiguously).
     pub ids: String,
-    /// Set for a cooldown after a lost-write reset: while it exists, a
-    /// client's evidence cannot reset the room again.
-    pub reset: String,
     /// Presence: ZSET of user scored by the latest expiry of their entries.
     pub presence: String,
     /// Prefix of the per-user presence entry ZSETs (`presence_user_prefix + user`).
@@ -39,11 +37,9 @@ impl RoomKeys {
     pub fn new(prefix: &str, room: &RoomName) -> Self {
         let base = channel(prefix, room);
         RoomKeys {
-            seq: format!("{base}:seq"),
-            epoch: format!("{base}:epoch"),
+            meta: format!("{base}:meta"),
             stream: format!("{base}:stream"),
             ids: format!("{base}:ids"),
-            reset: format!("{base}:reset"),
             presence: format!("{base}:presence"),
             presence_user_prefix: format!("{base}:presence:"),
             channel: base,
@@ -69,12 +65,6 @@ pub(crate) fn room_in_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a 
     channel.strip_prefix(prefix)?.strip_prefix(":room:{")?.strip_suffix('}')
 }
 
-/// Member of the idempotency ZSET for (user, id). Ids never contain a space,
-/// so the first space separates the two unambiguously.
-pub(crate) fn idempotency_member(user: &UserName, id: &ClientMessageId) -> String {
-    format!("{id} {user}")
-}
-
 /// Member of a user's presence ZSET: which node holds which session.
 pub(crate) fn presence_entry(node: &str, session: &str) -> String {
     format!("{node}/{session}")
@@ -84,29 +74,27 @@ fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("names and strings always serialise")
 }
 
-/// A message envelope split around the two values only the publish script
-/// knows: `parts[0] + epoch + parts[1] + seq + parts[2]` is exactly
-/// `Envelope::to_json()` of the `BusEvent::Message`.
-pub(crate) fn message_envelope_parts(room: &RoomName, draft: &Draft, ts: u64) -> [String; 3] {
+/// The start of every envelope of the room, up to the event's kind: the
+/// scripts append `message","epoch":"<epoch>","message":{"seq":<seq>` and
+/// the [`message_envelope_tail`], or `reset","epoch":"<epoch>"}}`.
+pub(crate) fn envelope_head(room: &RoomName) -> String {
+    format!("{{\"room\":{},\"event\":{{\"kind\":\"", json(room))
+}
+
+/// What follows the sequence number in a message envelope:
+/// `head + "message\",\"epoch\":\"" + epoch + "\",\"message\":{\"seq\":" + seq + tail`
+/// is exactly `Envelope::to_json()` of the `BusEvent::Message`.
+pub(crate) fn message_envelope_tail(draft: &Draft, ts: u64) -> String {
     let trace = match &draft.trace {
         Some(trace) => format!(",\"trace\":{}", json(trace)),
         None => String::new(),
     };
-    [
-        format!("{{\"room\":{},\"event\":{{\"kind\":\"message\",\"epoch\":\"", json(room)),
-        "\",\"message\":{\"seq\":".to_owned(),
-        format!(
-            ",\"id\":{},\"user\":{},\"text\":{},\"ts\":{ts}}}}}{trace}}}",
-            json(&draft.id),
-            json(&draft.user),
-            json(&draft.text),
-        ),
-    ]
-}
-
-/// The head of a reset envelope; the scripts append the new epoch and `"}}`.
-pub(crate) fn reset_envelope_head(room: &RoomName) -> String {
-    format!("{{\"room\":{},\"event\":{{\"kind\":\"reset\",\"epoch\":\"", json(room))
+    format!(
+        ",\"id\":{},\"user\":{},\"text\":{},\"ts\":{ts}}}}}{trace}}}",
+        json(&draft.id),
+        json(&draft.user),
+        json(&draft.text),
+    )
 }
 
 /// A presence-leave envelope split around the user, which the sweep script
@@ -120,7 +108,9 @@ pub(crate) fn leave_envelope_parts(room: &RoomName) -> [String; 2] {
 
 #[cfg(test)]
 mod tests {
-    use palaver_protocol::{BusEvent, Envelope, Epoch, PresenceState, StoredMessage};
+    use palaver_protocol::{
+        BusEvent, ClientMessageId, Envelope, Epoch, PresenceState, StoredMessage,
+    };
 
     use super::*;
 
@@ -139,8 +129,13 @@ mod tests {
         let room = RoomName::parse("team:eng.ops").expect("valid");
         for trace in [None, Some("00-abc-def-01")] {
             let d = draft(trace);
-            let parts = message_envelope_parts(&room, &d, 1_700_000_000_123);
-            let spliced = format!("{}{}{}{}{}", parts[0], "0123abcd", parts[1], 42, parts[2]);
+            let spliced = format!(
+                "{}message\",\"epoch\":\"{}\",\"message\":{{\"seq\":{}{}",
+                envelope_head(&room),
+                "0123abcd",
+                42,
+                message_envelope_tail(&d, 1_700_000_000_123)
+            );
             let expected = Envelope {
                 room: room.clone(),
                 event: BusEvent::Message {
@@ -162,7 +157,7 @@ mod tests {
     #[test]
     fn spliced_reset_equals_serde_encoding() {
         let room = RoomName::parse("team:eng.ops").expect("valid");
-        let spliced = format!("{}{}\"}}}}", reset_envelope_head(&room), "00ff");
+        let spliced = format!("{}reset\",\"epoch\":\"{}\"}}}}", envelope_head(&room), "00ff");
         let expected =
             Envelope { room, event: BusEvent::Reset { epoch: Epoch::new("00ff") }, trace: None };
         assert_eq!(spliced, expected.to_json());
@@ -187,13 +182,13 @@ mod tests {
         let room = RoomName::parse("a:b").expect("valid");
         let keys = RoomKeys::new("palaver", &room);
         assert_eq!(keys.channel, "palaver:room:{a:b}");
-        assert_eq!(keys.seq, "palaver:room:{a:b}:seq");
+        assert_eq!(keys.meta, "palaver:room:{a:b}:meta");
         assert_eq!(room_in_channel("palaver", &keys.channel), Some(room.as_str()));
         assert_eq!(room_in_channel("other", &keys.channel), None);
         assert_eq!(room_in_channel("palaver", "palaver:room:lobby"), None);
         // Room `x` with user `seq` vs room `x:presence`: distinct keys.
         let x = RoomKeys::new("p", &RoomName::parse("x").expect("valid"));
         let xp = RoomKeys::new("p", &RoomName::parse("x:presence").expect("valid"));
-        assert_ne!(x.presence_user(&UserName::parse("seq").expect("valid")), xp.seq);
+        assert_ne!(x.presence_user(&UserName::parse("meta").expect("valid")), xp.meta);
     }
 }

@@ -12,8 +12,8 @@
 //! One supervisor task owns the connection. It connects with exponential
 //! backoff and jitter, re-subscribes every room with interest (holding their
 //! gates, so no concurrent leave is undone), tells the inbox the bus is back,
-//! then reads: each payload is parsed as an [`Envelope`] and delivered in
-//! channel order. A `PING` every heartbeat detects a connection that died
+//! then reads: each payload goes to its room's worker (`workers`), which
+//! parses it as an `Envelope` and delivers it in channel order. A `PING` every heartbeat detects a connection that died
 //! silently. When the connection ends the inbox is told the bus is down, and
 //! the supervisor starts over.
 
@@ -27,22 +27,18 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use palaver_protocol::{Envelope, RoomName};
+use palaver_protocol::RoomName;
 use parking_lot::Mutex;
 use rand::Rng;
 use redis::{
-    Msg, Value,
+    Value,
     aio::{PubSubSink, PubSubStream},
 };
 use tokio::{sync::oneshot, time::timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{
-    Core,
-    keys::{channel, room_in_channel},
-    stats::add,
-};
+use super::{Core, keys::channel, stats::add};
 use crate::broker::BrokerError;
 
 /// Most channels sent in one `SUBSCRIBE` when re-subscribing.
@@ -297,35 +293,14 @@ async fn read(
             biased;
             _ = shutdown.cancelled() => return Ended::Shutdown,
             message = stream.next() => match message {
-                Some(message) => core.receive(&message),
+                Some(message) => core.workers.dispatch(
+                    message.get_channel_name(),
+                    message.get_payload_bytes(),
+                    &core.stats,
+                ),
                 None => return Ended::Lost("connection closed".to_owned()),
             },
             reason = &mut heartbeat => return Ended::Lost(reason),
-        }
-    }
-}
-
-impl Core {
-    /// Parses one bus payload and hands it to the inbox; drops (and counts)
-    /// anything that is not an envelope of the channel's room.
-    fn receive(&self, message: &Msg) {
-        let channel = message.get_channel_name();
-        match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
-            Ok(envelope)
-                if room_in_channel(&self.config.prefix, channel)
-                    == Some(envelope.room.as_str()) =>
-            {
-                add(&self.stats.delivered, 1);
-                self.inbox.deliver(envelope);
-            }
-            Ok(envelope) => {
-                add(&self.stats.parse_errors, 1);
-                warn!(channel, room = %envelope.room, "dropped envelope for another room");
-            }
-            Err(e) => {
-                add(&self.stats.parse_errors, 1);
-                warn!(channel, error = %e, "dropped unparsable bus payload");
-            }
         }
     }
 }

@@ -5,130 +5,167 @@
 //! Redis answers `NOSCRIPT`, e.g. after a restart). Presence scripts read the
 //! clock with `TIME` so every node judges expiry by the same clock.
 //!
-//! The epoch rule, shared by [`PUBLISH`] and [`READ`]: a room's `epoch` and
-//! `seq` keys exist together or not at all. If either is missing the room's
-//! data was lost (TTL, eviction, an empty restart), so the script starts a new
-//! epoch (the random one the caller passed), sets `seq` to 0 and deletes the
-//! stream and idempotency index; sequence numbers then restart at 1 under a
-//! new epoch and never go backwards within one.
+//! A room's state is one hash, `meta`: `epoch`, `seq` (the head), `lu`/`li`
+//! (user and id of the message at `seq`) and `reset_at` (Redis ms of the last
+//! lost-write reset). [`ROOM_STATE`], shared by [`PUBLISH`] and [`READ`],
+//! applies two rules:
 //!
-//! The witness rule, shared by [`PUBLISH`] and [`READ`] after the epoch rule:
-//! Redis can come back *behind* what it acknowledged (an `everysec` AOF, an
-//! RDB snapshot, a promoted replica that lagged) with `epoch` and `seq` intact
-//! but the last writes gone, and would then number other messages with the
-//! lost sequence numbers. The caller shows the newest message it holds (epoch,
-//! seq, id, user); if Redis no longer holds it — `seq` beyond the head, or
-//! another message stored at `seq` — the room moves to a new epoch in the
-//! same script (every node agrees), keeping its history and counter, and the
-//! reset is published on the room's channel so every node resyncs its
-//! members. Evidence a client brought resets a room at most once per cooldown.
+//! - **Epoch rule**: without `epoch` and `seq` the room's data was lost (TTL,
+//!   eviction, an empty restart): a new epoch starts (the random one the
+//!   caller passed), `seq` 0, stream and idempotency index deleted; sequence
+//!   numbers restart at 1 under the new epoch and never go backwards within one.
+//! - **Witness rule**: Redis can come back *behind* what it acknowledged (an
+//!   `everysec` AOF, an RDB snapshot, a promoted replica that lagged) with
+//!   `epoch` and `seq` intact but the last writes gone, and would then number
+//!   other messages with the lost sequence numbers. The caller shows the
+//!   newest message it holds (epoch, seq, id, user); if Redis no longer holds
+//!   it — `seq` beyond the head, or another message stored at `seq` — the room
+//!   moves to a new epoch in the same script (every node agrees), keeping its
+//!   history and counter, and the reset is published on the room's channel
+//!   so every node resyncs its members. Evidence a client brought resets a
+//!   room at most once per cooldown.
+//!
+//! [`PUBLISH`] takes a batch: every publish a node has waiting when the
+//! previous batch returns goes in one `EVALSHA`, so the script's fixed cost
+//! (the call, argument parsing) is shared.
 
 use palaver_protocol::{ClientMessageId, Epoch, Seq, StoredMessage, UserName};
 use redis::{Script, Value};
 
 use crate::broker::{BrokerError, RoomHead};
 
-/// Shared prologue: the epoch rule. Expects `KEYS` = epoch, seq, stream, ids
-/// and `ARGV[1]` = new epoch, `ARGV[2]` = room ttl (ms).
-/// Leaves `epoch` set and `fresh` true when it created the epoch.
-const ENSURE_EPOCH: &str = r#"
-local epoch = redis.call('GET', KEYS[1])
-local fresh = false
-if (not epoch) or redis.call('EXISTS', KEYS[2]) == 0 then
-  epoch = ARGV[1]
-  fresh = true
-  redis.call('DEL', KEYS[3], KEYS[4])
-  redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
-  redis.call('SET', KEYS[2], 0, 'PX', ARGV[2])
+/// The shared prologue: `room_state(meta, stream, ids, new_epoch, ttl,
+/// witness epoch ('' none), seq, id ('' unknown), user ('' unknown),
+/// from_client, channel, envelope head, cooldown ms)` returns `epoch, seq,
+/// fresh, lost, refreshed` (`refreshed`: the `rt` field, the sender's clock in
+/// ms when a publish last refreshed the TTLs). `lost` is true when the witness's message is gone but a
+/// client's evidence could not reset the room (cooldown); when it reset the
+/// room, `epoch` is the new one.
+const ROOM_STATE: &str = r#"
+local function stored_at(stream, seq)
+  local id = string.format('%d-1', seq)
+  local entry = redis.call('XRANGE', stream, id, id)[1]
+  if not entry then return nil, nil end
+  local u, i
+  local f = entry[2]
+  for k = 1, #f, 2 do
+    if f[k] == 'u' then u = f[k + 1] elseif f[k] == 'i' then i = f[k + 1] end
+  end
+  return u, i
+end
+
+local function room_state(meta, stream, ids, new_epoch, ttl, wepoch, wseq, wid, wuser,
+                          from_client, channel, head, cooldown)
+  local m = redis.call('HMGET', meta, 'epoch', 'seq', 'lu', 'li', 'rt')
+  local epoch, seq = m[1], tonumber(m[2])
+  if not epoch or not seq then
+    redis.call('DEL', meta, stream, ids)
+    redis.call('HSET', meta, 'epoch', new_epoch, 'seq', 0)
+    redis.call('PEXPIRE', meta, ttl)
+    return new_epoch, 0, true, false, 0
+  end
+  local refreshed = tonumber(m[5] or '0')
+  if wepoch ~= epoch then return epoch, seq, false, false, refreshed end
+  wseq = tonumber(wseq)
+  local lost = wseq > seq
+  if not lost and wseq > 0 and (wid ~= '' or wuser ~= '') then
+    local u, i = m[3], m[4]
+    if wseq < seq then u, i = stored_at(stream, wseq) end
+    -- No entry below the head: trimmed, nothing to compare.
+    if u then lost = (wid ~= '' and i ~= wid) or (wuser ~= '' and u ~= wuser) end
+  end
+  if not lost then return epoch, seq, false, false, refreshed end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('HGET', meta, 'reset_at') or '0')
+  if from_client == '1' and now - last < tonumber(cooldown) then
+    return epoch, seq, false, true, refreshed
+  end
+  redis.call('HSET', meta, 'epoch', new_epoch, 'reset_at', now)
+  redis.call('PUBLISH', channel, head .. 'reset","epoch":"' .. new_epoch .. '"}}')
+  return new_epoch, seq, false, false, refreshed
 end
 "#;
 
-/// Shared second prologue: the witness rule. Expects `KEYS[5]` = the reset
-/// cooldown marker and `ARGV[3..10]` = witness epoch (`''`: none), seq, id
-/// (`''`: unknown), user (`''`: unknown), from a client (`1`|`0`), channel,
-/// reset envelope head, cooldown ms. Leaves `lost` true when the witness's
-/// message is gone, and `epoch` the new one when it reset the room.
-const CHECK_WITNESS: &str = r#"
-local lost = false
-if ARGV[3] == epoch then
-  local wseq = tonumber(ARGV[4])
-  lost = wseq > tonumber(redis.call('GET', KEYS[2]))
-  if not lost and wseq > 0 and (ARGV[5] ~= '' or ARGV[6] ~= '') then
-    local id = string.format('%d-1', wseq)
-    local entry = redis.call('XRANGE', KEYS[3], id, id)[1]
-    -- No entry at or below the head: trimmed, nothing to compare.
-    if entry then
-      local f = entry[2]
-      for i = 1, #f, 2 do
-        if (f[i] == 'i' and ARGV[5] ~= '' and f[i + 1] ~= ARGV[5])
-          or (f[i] == 'u' and ARGV[6] ~= '' and f[i + 1] ~= ARGV[6]) then
-          lost = true
-        end
-      end
-    end
-  end
-  if lost and (ARGV[7] == '0' or redis.call('EXISTS', KEYS[5]) == 0) then
-    epoch = ARGV[1]
-    redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-    redis.call('SET', KEYS[5], '1', 'PX', ARGV[10])
-    redis.call('PUBLISH', ARGV[8], ARGV[9] .. epoch .. '"}}')
-    lost = false
-  end
-end
-"#;
-
-/// Sequences, stores and publishes one message (or reports a duplicate).
+/// Sequences, stores and publishes a batch of messages (each may be a
+/// duplicate), in order.
 ///
-/// KEYS: epoch, seq, stream, ids, reset.
-/// ARGV: new epoch, room ttl ms, witness (8 values, see [`CHECK_WITNESS`]),
-/// history max, idempotency member, user, id, text, ts, envelope part 1..3.
-/// Returns `{duplicate (0|1), seq (string), epoch}`.
+/// KEYS: per message, its room's meta, stream, ids.
+/// ARGV: new epoch, room ttl ms, history max, then per message 11 values:
+/// channel, envelope head, envelope tail, user, id, text, ts, witness epoch,
+/// seq, id, user (`''` when none).
+/// Returns per message `{duplicate (0|1), seq (string), epoch}`.
 pub(crate) const PUBLISH: &str = r#"
-local dup = redis.call('ZSCORE', KEYS[4], ARGV[12])
-if dup then
-  return {1, dup, epoch}
+local ttl = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local meta, stream, ids = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local a = 3 + 11 * i
+  local channel, head, tail = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local user, id = ARGV[a + 4], ARGV[a + 5]
+  local epoch, seq, fresh, _, refreshed = room_state(meta, stream, ids, ARGV[1], ttl,
+    ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], '0', channel, head, 0)
+  local member = id .. ' ' .. user
+  if redis.call('ZADD', ids, 'NX', seq + 1, member) == 0 then
+    out[i + 1] = {1, redis.call('ZSCORE', ids, member), epoch}
+  else
+    seq = seq + 1
+    local seqs = string.format('%d', seq)
+    local ts = ARGV[a + 7]
+    redis.call('XADD', stream, 'MAXLEN', '~', max, seqs .. '-1',
+      'u', user, 'i', id, 't', ARGV[a + 6], 'ts', ts)
+    -- TTLs: set with new keys, then refreshed once half has passed (judged
+    -- by the senders' clocks, so no extra call per message).
+    if fresh or seq == 1 or tonumber(ts) - refreshed > ttl / 2 then
+      redis.call('HSET', meta, 'seq', seqs, 'lu', user, 'li', id, 'rt', ts)
+      redis.call('PEXPIRE', meta, ttl)
+      redis.call('PEXPIRE', stream, ttl)
+      redis.call('PEXPIRE', ids, ttl)
+    else
+      redis.call('HSET', meta, 'seq', seqs, 'lu', user, 'li', id)
+    end
+    -- The index is trimmed to the history window every 64 messages, not each.
+    if seq % 64 == 0 then
+      redis.call('ZREMRANGEBYSCORE', ids, '-inf', seq - max)
+    end
+    redis.call('PUBLISH', channel,
+      head .. 'message","epoch":"' .. epoch .. '","message":{"seq":' .. seqs .. tail)
+    out[i + 1] = {0, seqs, epoch}
+  end
 end
-local seq = redis.call('INCR', KEYS[2])
-local seqs = string.format('%d', seq)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[11], seqs .. '-1',
-  'u', ARGV[13], 'i', ARGV[14], 't', ARGV[15], 'ts', ARGV[16])
-redis.call('ZADD', KEYS[4], seqs, ARGV[12])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', seq - tonumber(ARGV[11]))
-for i = 1, 4 do
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
-end
-redis.call('PUBLISH', ARGV[8], ARGV[17] .. epoch .. ARGV[18] .. seqs .. ARGV[19])
-return {0, seqs, epoch}
+return out
 "#;
 
 /// Reads where a room stands and, optionally, one page of its stream.
 ///
-/// KEYS: epoch, seq, stream, ids, reset.
-/// ARGV: new epoch, room ttl ms, witness (8 values, see [`CHECK_WITNESS`]),
-/// mode (`head` | `rev` | `fwd`), bound stream id, count. Reads keep an
-/// active room alive: TTLs are refreshed when less than half remains (so a
-/// read writes at most once per half TTL).
+/// KEYS: meta, stream, ids.
+/// ARGV: new epoch, room ttl ms, witness epoch, seq, id, user, from client
+/// (`1`|`0`), channel, envelope head, cooldown ms, mode (`head` | `rev` |
+/// `fwd`), bound stream id, count. Reads keep an active room alive: TTLs
+/// are refreshed when less than half remains.
 /// Returns `{epoch, head (string), first stream id or false, entries, lost (0|1)}`.
 pub(crate) const READ: &str = r#"
-if not fresh and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) / 2 then
-  for i = 1, 4 do
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+local ttl = tonumber(ARGV[2])
+local epoch, head, fresh, lost = room_state(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ttl,
+  ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+if not fresh and redis.call('PTTL', KEYS[1]) < ttl / 2 then
+  for i = 1, 3 do
+    redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
-local head = redis.call('GET', KEYS[2])
-local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local first = false
 if oldest[1] then
   first = oldest[1][1]
 end
 local page = {}
 if ARGV[11] == 'rev' then
-  page = redis.call('XREVRANGE', KEYS[3], ARGV[12], '-', 'COUNT', ARGV[13])
+  page = redis.call('XREVRANGE', KEYS[2], ARGV[12], '-', 'COUNT', ARGV[13])
 elseif ARGV[11] == 'fwd' then
-  page = redis.call('XRANGE', KEYS[3], ARGV[12], '+', 'COUNT', ARGV[13])
+  page = redis.call('XRANGE', KEYS[2], ARGV[12], '+', 'COUNT', ARGV[13])
 end
-return {epoch, head, first, page, lost and 1 or 0}
+return {epoch, string.format('%d', head), first, page, lost and 1 or 0}
 "#;
 
 /// Shared prologue of the presence scripts: the Redis clock in ms.
@@ -247,7 +284,7 @@ pub(crate) struct Scripts {
 impl Scripts {
     /// Compiles every script with its prologue.
     pub fn new() -> Self {
-        let epoch = |body: &str| Script::new(&format!("{ENSURE_EPOCH}{CHECK_WITNESS}{body}"));
+        let epoch = |body: &str| Script::new(&format!("{ROOM_STATE}{body}"));
         let clock = |body: &str| Script::new(&format!("{NOW}{body}"));
         Scripts {
             publish: epoch(PUBLISH),
@@ -297,8 +334,20 @@ pub(crate) struct PublishReply {
     pub epoch: Epoch,
 }
 
-/// Decodes [`PUBLISH`]'s reply.
-pub(crate) fn decode_publish(value: &Value) -> Result<PublishReply, BrokerError> {
+/// Decodes [`PUBLISH`]'s reply: one entry per message of the batch.
+pub(crate) fn decode_publish_batch(
+    value: &Value,
+    count: usize,
+) -> Result<Vec<PublishReply>, BrokerError> {
+    let Value::Array(items) = value else { return Err(corrupt("publish: not an array")) };
+    if items.len() != count {
+        return Err(corrupt("publish: batch length"));
+    }
+    items.iter().map(decode_publish).collect()
+}
+
+/// Decodes one message's entry of [`PUBLISH`]'s reply.
+fn decode_publish(value: &Value) -> Result<PublishReply, BrokerError> {
     let Value::Array(items) = value else { return Err(corrupt("publish: not an array")) };
     let [duplicate, seq, epoch] = items.as_slice() else {
         return Err(corrupt("publish: wrong length"));

@@ -11,9 +11,11 @@ pub struct RedisStats {
     pub(crate) reconnects: AtomicU64,
     pub(crate) publishes: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) publish_batches: AtomicU64,
     pub(crate) signals: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) parse_errors: AtomicU64,
+    pub(crate) delivery_overflows: AtomicU64,
     pub(crate) history_reads: AtomicU64,
     pub(crate) single_flight_hits: AtomicU64,
     pub(crate) presence_expired: AtomicU64,
@@ -29,12 +31,17 @@ pub struct RedisStatsSnapshot {
     pub publishes: u64,
     /// Publishes answered as duplicates by the idempotency index.
     pub duplicates: u64,
+    /// Publish script calls; publishes / batches is the mean batch size.
+    pub publish_batches: u64,
     /// Presence/typing signals published.
     pub signals: u64,
     /// Envelopes received on the bus and handed to the inbox.
     pub delivered: u64,
     /// Bus payloads that were not valid envelopes (dropped).
     pub parse_errors: u64,
+    /// Bus events dropped because their room's delivery worker was full; each
+    /// sent the room's members back to history.
+    pub delivery_overflows: u64,
     /// Head/history reads that went to Redis.
     pub history_reads: u64,
     /// Head/history requests answered by another caller's read.
@@ -54,9 +61,11 @@ impl RedisStats {
             reconnects: get(&self.reconnects),
             publishes: get(&self.publishes),
             duplicates: get(&self.duplicates),
+            publish_batches: get(&self.publish_batches),
             signals: get(&self.signals),
             delivered: get(&self.delivered),
             parse_errors: get(&self.parse_errors),
+            delivery_overflows: get(&self.delivery_overflows),
             history_reads: get(&self.history_reads),
             single_flight_hits: get(&self.single_flight_hits),
             presence_expired: get(&self.presence_expired),

@@ -115,11 +115,16 @@ fn free_port() -> u16 {
 pub struct Recorder {
     events: Mutex<Vec<Envelope>>,
     states: Mutex<Vec<bool>>,
+    lost: Mutex<Vec<RoomName>>,
 }
 
 impl Inbox for Recorder {
     fn deliver(&self, envelope: Envelope) {
         self.events.lock().push(envelope);
+    }
+
+    fn lost(&self, room: &RoomName) {
+        self.lost.lock().push(room.clone());
     }
 
     fn bus_state(&self, up: bool) {
