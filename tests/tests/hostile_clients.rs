@@ -4,14 +4,123 @@
 //! to fit it, the closing handshake, the request head limit, and the order
 //! and edges of validation that `docs/protocol.md` documents.
 
-use palaver_tests::{Node, PATIENCE, raw};
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use palaver_protocol::ServerFrame;
+use palaver_tests::{
+    Node, PATIENCE, WsClient,
+    node::http_get,
+    prometheus,
+    raw::{self, op},
+};
+use serde_json::json;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `--queue-bytes` of the queue tests: the client's own frames get half.
+const QUEUE_BYTES: usize = 256 * 1024;
+
+/// Posts `count` messages of `chars` characters each to `room`.
+async fn fill(client: &mut WsClient, room: &str, count: usize, chars: usize) {
+    let text = "x".repeat(chars);
+    for i in 0..count {
+        client.say(room, &format!("fill-{i}"), &text).await;
+        client.clear();
+    }
+}
+
+async fn slow_consumer_evictions(node: &Node) -> f64 {
+    let (_, body) = http_get(node.addr, "/metrics").await.expect("metrics");
+    let metrics = prometheus::parse(&body).expect("well-formed metrics");
+    metrics.value("palaver_slow_consumer_evictions_total", &[])
+}
+
+#[tokio::test]
+async fn clients_that_flood_requests_and_never_read_stay_bounded_and_are_evicted() {
+    let node = Node::start(&["--queue-bytes", &QUEUE_BYTES.to_string(), "--write-timeout", "2s"]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    ann.join("big").await;
+    // 100 messages of 4,000 characters: an unbounded reply would be ~420 KB.
+    fill(&mut ann, "big", 100, 4000).await;
+    let before = node.peak_memory().expect("VmHWM in /proc (Linux)");
+
+    // Each asks for 200 such pages (~80 MB of replies) and never reads.
+    let mut hostile = Vec::new();
+    for i in 0..2 {
+        let (status, mut stream) =
+            raw::upgrade_with_receive_buffer(node.addr, &format!("/ws?name=h{i}"), 4096)
+                .await
+                .expect("upgrade");
+        assert_eq!(status, 101);
+        let mut burst = raw::frame(op::TEXT, true, br#"{"type":"join","room":"big"}"#);
+        for _ in 0..200 {
+            let history = br#"{"type":"history","room":"big","limit":100}"#;
+            burst.extend(raw::frame(op::TEXT, true, history));
+        }
+        stream.write_all(&burst).await.expect("write the burst");
+        hostile.push(stream);
+    }
+    // Each is a slow consumer, closed with 1013 and counted like room traffic's.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while slow_consumer_evictions(&node).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "non-reading clients were never evicted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = node.peak_memory().expect("VmHWM").saturating_sub(before);
+    assert!(grown < 24 << 20, "peak memory grew by {} MiB for two clients", grown >> 20);
+    // Nobody else noticed.
+    ann.say("big", "after", "still here").await;
+}
+
+#[tokio::test]
+async fn a_reading_client_gets_every_reply_to_pipelined_requests() {
+    let node = Node::start(&["--queue-bytes", &QUEUE_BYTES.to_string()]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    ann.join("big").await;
+    fill(&mut ann, "big", 100, 4000).await;
+    // Far more than the queue holds, asked at once: the requests wait for the
+    // replies to be read (backpressure), nobody is evicted.
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    bob.join("big").await;
+    let (ws, mut pages) = (bob.raw(), 0);
+    let burst: Vec<Result<Message, _>> = (0..60)
+        .map(|_| Ok(Message::Text(json!({"type":"history","room":"big"}).to_string().into())))
+        .collect();
+    ws.send_all(&mut futures_util::stream::iter(burst)).await.expect("send the burst");
+    while pages < 60 {
+        bob.expect(|f| matches!(f, ServerFrame::History { .. })).await;
+        pages += 1;
+    }
+    bob.send_json(json!({"type":"ping"})).await;
+    bob.expect(|f| matches!(f, ServerFrame::Pong)).await;
+}
+
+#[tokio::test]
+async fn a_member_catching_up_more_than_its_queue_holds_gets_everything() {
+    let node = Node::start(&["--queue-bytes", "65536", "--queue-frames", "16"]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    let epoch = match ann.join("big").await {
+        ServerFrame::Joined { epoch, .. } => epoch,
+        _ => unreachable!(),
+    };
+    fill(&mut ann, "big", 100, 4000).await;
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    bob.send_json(json!({"type":"join","room":"big","since":{"epoch":epoch.as_str(),"seq":0}}))
+        .await;
+    bob.expect(|f| matches!(f, ServerFrame::Joined { recovered: true, .. })).await;
+    let got: Vec<u64> = bob.messages("big", 100).await.into_iter().map(|(seq, _)| seq).collect();
+    assert_eq!(got, (1..=100).collect::<Vec<_>>());
+    ann.say("big", "live", "and live").await;
+    assert_eq!(bob.messages("big", 1).await[0].1, "and live");
+}
 
 /// An upgrade request whose head is exactly `len` bytes.
 fn head_of(node: &Node, len: usize) -> String {
     let bare = raw::upgrade_request(node.addr, "/ws?name=big", &[("X-Pad", "")]);
     raw::upgrade_request(node.addr, "/ws?name=big", &[("X-Pad", &"p".repeat(len - bare.len()))])
 }
+
 async fn head_status(node: &Node, head: &str, piece: usize) -> u16 {
     let mut stream = TcpStream::connect(node.addr).await.expect("connect");
     for chunk in head.as_bytes().chunks(piece) {
@@ -34,6 +143,7 @@ async fn head_status(node: &Node, head: &str, piece: usize) -> u16 {
     let text = String::from_utf8_lossy(&response);
     text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
 #[tokio::test]
 async fn request_heads_over_64_kib_are_refused_however_they_arrive() {
     let node = Node::start(&[]);
