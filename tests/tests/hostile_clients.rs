@@ -115,6 +115,68 @@ async fn a_member_catching_up_more_than_its_queue_holds_gets_everything() {
     assert_eq!(bob.messages("big", 1).await[0].1, "and live");
 }
 
+/// Pages through the whole history of `room` with `limit` 200 in one
+/// direction; every page must fit `budget` bytes.
+async fn page_all(client: &mut WsClient, room: &str, forward: bool, budget: usize) -> Vec<u64> {
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let request = match (forward, seqs.first(), seqs.last()) {
+            (true, _, last) => {
+                json!({"type":"history","room":room,"limit":200,"after":last.copied().unwrap_or(0)})
+            }
+            (false, None, _) => json!({"type":"history","room":room,"limit":200}),
+            (false, Some(first), _) => {
+                json!({"type":"history","room":room,"limit":200,"before":first})
+            }
+        };
+        client.send_json(request).await;
+        let page = client.expect(|f| matches!(f, ServerFrame::History { .. })).await;
+        let size = page.encode().len();
+        assert!(size <= budget, "a {size}-byte page for a {budget}-byte budget");
+        let ServerFrame::History { messages, more, .. } = page else { unreachable!() };
+        assert!(!messages.is_empty());
+        let got = messages.iter().map(|m| m.seq);
+        if forward {
+            seqs.extend(got);
+        } else {
+            seqs.splice(0..0, got);
+        }
+        pages += 1;
+        if !more {
+            break;
+        }
+    }
+    assert!(pages > 1, "the page was not cut");
+    seqs
+}
+
+#[tokio::test]
+async fn a_long_history_page_is_cut_to_fit_the_queue_and_pages_on() {
+    let node = Node::start(&["--queue-bytes", &QUEUE_BYTES.to_string()]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    ann.join("big").await;
+    // 200 messages of 4,000 characters: ~820 KB in one page if uncut.
+    fill(&mut ann, "big", 200, 4000).await;
+    let mut reader = WsClient::connect(&node.ws_url("reader")).await;
+    reader.join("big").await;
+    let all: Vec<u64> = (1..=200).collect();
+    assert_eq!(page_all(&mut reader, "big", false, QUEUE_BYTES / 2).await, all);
+    assert_eq!(page_all(&mut reader, "big", true, QUEUE_BYTES / 2).await, all);
+    // Short pages are not cut.
+    reader.send_json(json!({"type":"history","room":"big","limit":5})).await;
+    match reader.expect(|f| matches!(f, ServerFrame::History { .. })).await {
+        ServerFrame::History { messages, more, .. } => {
+            assert_eq!(
+                messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+                [196, 197, 198, 199, 200]
+            );
+            assert!(more);
+        }
+        _ => unreachable!(),
+    }
+}
+
 /// An upgrade request whose head is exactly `len` bytes.
 fn head_of(node: &Node, len: usize) -> String {
     let bare = raw::upgrade_request(node.addr, "/ws?name=big", &[("X-Pad", "")]);

@@ -375,13 +375,11 @@ impl Session {
     async fn history(&mut self, room: RoomName, query: HistoryQuery) -> Result<(), Refusal> {
         self.membership(&room)?;
         let page = self.app.broker.history(&room, query).await?;
-        self.reply(ServerFrame::History {
-            room,
-            epoch: page.head.epoch,
-            messages: page.messages,
-            more: page.more,
-        })
-        .await;
+        // Cut by bytes too, to the share of the queue a reply may take; a cut
+        // page says `more` and the client pages on.
+        let budget = self.app.client_config.own_bytes();
+        let epoch = &page.head.epoch;
+        self.push(Frame::history(&room, epoch, &page.messages, page.more, &query, budget)).await;
         Ok(())
     }
 }
