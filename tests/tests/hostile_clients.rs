@@ -7,16 +7,18 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use palaver_protocol::ServerFrame;
+use palaver_protocol::{ErrorCode, ServerFrame};
 use palaver_tests::{
     Node, PATIENCE, WsClient,
     node::http_get,
     prometheus,
     raw::{self, op},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "hostile-test-secret";
 
 /// `--queue-bytes` of the queue tests: the client's own frames get half.
 const QUEUE_BYTES: usize = 256 * 1024;
@@ -34,6 +36,35 @@ async fn slow_consumer_evictions(node: &Node) -> f64 {
     let (_, body) = http_get(node.addr, "/metrics").await.expect("metrics");
     let metrics = prometheus::parse(&body).expect("well-formed metrics");
     metrics.value("palaver_slow_consumer_evictions_total", &[])
+}
+
+async fn error_code(client: &mut WsClient) -> (ErrorCode, Option<String>) {
+    match client.expect(|f| matches!(f, ServerFrame::Error { .. })).await {
+        ServerFrame::Error { code, reference, .. } => (code, reference),
+        _ => unreachable!(),
+    }
+}
+
+async fn raw_ws(node: &Node, name: &str) -> TcpStream {
+    let (status, stream) =
+        raw::upgrade(node.addr, &format!("/ws?name={name}"), &[]).await.expect("upgrade");
+    assert_eq!(status, 101);
+    stream
+}
+
+/// The next text frame from a raw socket, as JSON (pings skipped).
+async fn next_json(stream: &mut TcpStream) -> Value {
+    loop {
+        let (opcode, payload) = tokio::time::timeout(PATIENCE, raw::read_frame(stream))
+            .await
+            .expect("a frame")
+            .expect("read");
+        match opcode {
+            op::TEXT => return serde_json::from_slice(&payload).expect("JSON"),
+            op::PING | op::PONG => continue,
+            other => panic!("unexpected opcode {other}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -218,4 +249,99 @@ async fn request_heads_over_64_kib_are_refused_however_they_arrive() {
     let fits = head_of(&node, 64 * 1024);
     assert_eq!(head_status(&node, &fits, fits.len()).await, 101, "exactly 64 KiB");
     assert_eq!(head_status(&node, &fits, 1024).await, 101, "exactly 64 KiB in pieces");
+}
+
+#[tokio::test]
+async fn blank_texts_are_refused_and_inner_spaces_kept() {
+    let node = Node::start(&[]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    ann.join("lobby").await;
+    for (i, blank) in ["   ", " \n\t ", "\u{3000}\u{a0}", "\u{0}  \u{1b}"].into_iter().enumerate() {
+        let id = format!("b{i}");
+        ann.send_json(json!({"type":"send","room":"lobby","id":id,"text":blank})).await;
+        assert_eq!(error_code(&mut ann).await, (ErrorCode::EmptyText, Some(id)), "{blank:?}");
+    }
+    ann.say("lobby", "kept", "  two  spaces  ").await;
+    assert_eq!(ann.messages("lobby", 1).await[0].1, "  two  spaces  ");
+}
+
+#[tokio::test]
+async fn private_rooms_are_refused_before_their_fields_are_judged() {
+    let node = Node::start(&["--jwt-secret", SECRET, "--private-rooms", "team-*"]);
+    let mut eve = WsClient::connect(&node.ws_url("eve")).await;
+    let forbidden = [
+        (json!({"type":"history","room":"team-a","limit":0}), "history"),
+        (json!({"type":"history","room":"team-a","limit":201}), "history"),
+        (json!({"type":"history","room":"team-a","before":1,"after":2}), "history"),
+        (json!({"type":"send","room":"team-a","id":"has space","text":"x"}), "has space"),
+        (json!({"type":"send","room":"team-a","id":"e1","text":"   "}), "e1"),
+        (json!({"type":"send","room":"team-a","id":"e2"}), "e2"),
+    ];
+    for (frame, reference) in forbidden {
+        eve.send_json(frame.clone()).await;
+        assert_eq!(
+            error_code(&mut eve).await,
+            (ErrorCode::Forbidden, Some(reference.into())),
+            "{frame}"
+        );
+    }
+    // Public rooms still get the field errors, and a room that is no name stays invalid_room.
+    eve.send_json(json!({"type":"history","room":"lobby","limit":0})).await;
+    assert_eq!(error_code(&mut eve).await.0, ErrorCode::InvalidField);
+    eve.send_json(json!({"type":"history","room":"team a","limit":0})).await;
+    assert_eq!(error_code(&mut eve).await.0, ErrorCode::InvalidRoom);
+}
+
+#[tokio::test]
+async fn a_fragmented_message_counts_once_for_the_rate_limit() {
+    let node = Node::start(&["--rate-limit", "1/s", "--rate-burst", "2", "--rate-strikes", "50"]);
+    let mut stream = raw_ws(&node, "fragments").await;
+    assert_eq!(next_json(&mut stream).await["type"], "welcome");
+    let mut message = raw::frame(op::TEXT, false, br#"{"type":"#);
+    for _ in 0..50_000 {
+        message.extend(raw::frame(op::CONTINUATION, false, b""));
+    }
+    message.extend(raw::frame(op::CONTINUATION, true, br#""ping"}"#));
+    stream.write_all(&message).await.expect("write");
+    assert_eq!(next_json(&mut stream).await["type"], "pong");
+    // The budget had room for two messages: one is left.
+    stream.write_all(&raw::frame(op::TEXT, true, br#"{"type":"ping"}"#)).await.expect("write");
+    assert_eq!(next_json(&mut stream).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_message_that_never_ends_is_closed_by_the_read_deadline() {
+    let node = Node::start(&["--read-deadline", "1s", "--ping-interval", "10s"]);
+    let mut stream = raw_ws(&node, "endless").await;
+    assert_eq!(next_json(&mut stream).await["type"], "welcome");
+    stream.write_all(&raw::frame(op::TEXT, false, b"{")).await.expect("write");
+    let (mut read, mut write) = stream.into_split();
+    let feeding = tokio::spawn(async move {
+        // Empty fragments as fast as the socket takes them, until refused.
+        let fragments: Vec<u8> =
+            (0..1000).flat_map(|_| raw::frame(op::CONTINUATION, false, b"")).collect();
+        while write.write_all(&fragments).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            use tokio::io::AsyncReadExt;
+            let mut head = [0u8; 2];
+            if read.read_exact(&mut head).await.is_err() {
+                return None;
+            }
+            let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+            if read.read_exact(&mut payload).await.is_err() {
+                return None;
+            }
+            if head[0] & 0x0f == op::CLOSE {
+                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    feeding.abort();
+    assert_eq!(ended, Some(4000));
 }

@@ -107,8 +107,23 @@ impl Session {
         bump(&self.app.stats.frames_in);
         match ClientFrame::decode(text, &self.app.limits) {
             Ok(frame) => self.handle(frame).await,
+            // A private room is refused before its fields are judged.
+            Err(e) if e.room.as_ref().is_some_and(|room| !self.allows(room)) => {
+                let room = e.room.expect("just checked");
+                self.refuse_private(&room, e.reference).await;
+            }
             Err(e) => self.refuse(e.code, e.message, e.reference).await,
         }
+    }
+
+    fn allows(&self, room: &RoomName) -> bool {
+        self.app.security.access.allows(&self.grants, room)
+    }
+
+    /// The same answer for every private room, joined by others or not: no
+    /// members, history or presence of it reach this connection.
+    async fn refuse_private(&self, room: &RoomName, reference: Option<String>) {
+        self.refuse(ErrorCode::Forbidden, format!("{room} is private"), reference).await;
     }
 
     async fn handle(&mut self, frame: ClientFrame) {
@@ -117,12 +132,9 @@ impl Session {
             other => Some(frame_type(other).to_owned()),
         };
         if let Some(room) = frame.room()
-            && !self.app.security.access.allows(&self.grants, room)
+            && !self.allows(room)
         {
-            // The same answer for every private room, joined by others or not:
-            // no members, history or presence of it reach this connection.
-            let message = format!("{room} is private");
-            self.refuse(ErrorCode::Forbidden, message, reference).await;
+            self.refuse_private(room, reference).await;
             return;
         }
         let result = match frame {
