@@ -6,17 +6,20 @@
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use palaver_protocol::{ErrorCode, ServerFrame};
 use palaver_tests::{
     Node, PATIENCE, WsClient,
     node::http_get,
     prometheus,
-    raw::{self, op},
+    raw::{self, RawEnd, op},
 };
 use serde_json::{Value, json};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{
+    Message,
+    protocol::{CloseFrame, frame::coding::CloseCode},
+};
 
 const SECRET: &str = "hostile-test-secret";
 
@@ -205,6 +208,29 @@ async fn a_long_history_page_is_cut_to_fit_the_queue_and_pages_on() {
             assert!(more);
         }
         _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_normal_close_is_answered_with_a_close_frame() {
+    let node = Node::start(&[]);
+    // By hand: the close frame with 1000 is echoed (RFC 6455 §5.5.1).
+    let mut stream = raw_ws(&node, "raw").await;
+    assert_eq!(next_json(&mut stream).await["type"], "welcome");
+    stream.write_all(&raw::frame(op::CLOSE, true, &1000u16.to_be_bytes())).await.expect("write");
+    assert_eq!(raw::ended(&mut stream, PATIENCE).await, RawEnd::Closed(1000));
+
+    // And a WebSocket library sees a clean close, not 1006.
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    ann.join("lobby").await;
+    let ws = ann.raw();
+    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() }))
+        .await
+        .expect("send close");
+    let reply = tokio::time::timeout(PATIENCE, ws.next()).await.expect("a reply in time");
+    match reply {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close reply, got {other:?}"),
     }
 }
 

@@ -262,7 +262,9 @@ async fn write_pump(
     }
 }
 
-/// Drains what is queued (unless the client is being evicted) and sends the close frame.
+/// Drains what is queued (unless the client is being evicted) and sends the
+/// close frame, or, when the peer closed first, the echo of its close frame
+/// (RFC 6455 §5.5.1).
 async fn close_socket(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
@@ -274,18 +276,20 @@ async fn close_socket(
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
         while let Some(frame) = outbox.try_recv() {
-            if write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics)
-                .await
-                .is_err()
-            {
-                return;
+            match write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await {
+                Ok(()) => {}
+                Err(WriteFailure::TimedOut) => return,
+                // E.g. the peer closed first: nothing more may be sent but the echo.
+                Err(WriteFailure::Failed) => break,
             }
         }
     }
     let reason = reason_for(code);
     let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
     let _ = timeout(write_timeout, async {
-        sink.send(close).await?;
+        // After the peer's close, tungstenite has queued the echo and refuses
+        // another close frame; closing the sink flushes the echo either way.
+        let _ = sink.send(close).await;
         sink.close().await
     })
     .await;
