@@ -108,6 +108,43 @@ async fn clients_that_flood_requests_and_never_read_stay_bounded_and_are_evicted
 }
 
 #[tokio::test]
+async fn members_catching_up_without_reading_hold_no_more_than_their_queue() {
+    let node = Node::start(&["--queue-bytes", &QUEUE_BYTES.to_string(), "--write-timeout", "2s"]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    let epoch = match ann.join("big").await {
+        ServerFrame::Joined { epoch, .. } => epoch,
+        _ => unreachable!(),
+    };
+    // ~4 MB of history to replay to each: more than the kernel's socket
+    // buffers take, so every one of them backs up.
+    fill(&mut ann, "big", 1000, 4000).await;
+    let before = node.peak_memory().expect("VmHWM in /proc (Linux)");
+    let join = json!({"type":"join","room":"big","since":{"epoch":epoch.as_str(),"seq":0}});
+    let mut resumers = Vec::new();
+    for i in 0..60 {
+        let (status, mut stream) =
+            raw::upgrade_with_receive_buffer(node.addr, &format!("/ws?name=r{i}"), 4096)
+                .await
+                .expect("upgrade");
+        assert_eq!(status, 101);
+        let frame = raw::frame(op::TEXT, true, join.to_string().as_bytes());
+        stream.write_all(&frame).await.expect("write the join");
+        resumers.push(stream);
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while slow_consumer_evictions(&node).await < 60.0 {
+        assert!(tokio::time::Instant::now() < deadline, "non-reading members were never evicted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = node.peak_memory().expect("VmHWM").saturating_sub(before);
+    eprintln!("peak memory grew by {} MiB for 60 members", grown >> 20);
+    // Each holds at most its queue and a page cut to half of it (~7 MiB in
+    // all, measured); holding whole 200-message pages took ~22 MiB.
+    assert!(grown < 14 << 20, "peak memory grew by {} MiB for 60 members", grown >> 20);
+    ann.say("big", "after", "still here").await;
+}
+
+#[tokio::test]
 async fn a_reading_client_gets_every_reply_to_pipelined_requests() {
     let node = Node::start(&["--queue-bytes", &QUEUE_BYTES.to_string()]);
     let mut ann = WsClient::connect(&node.ws_url("ann")).await;

@@ -16,8 +16,8 @@ use std::{
 use palaver_broker::{BrokerError, Draft, RoomHead};
 use palaver_hub::{Client, JoinRefused, Membership, SyncState};
 use palaver_protocol::{
-    ClientFrame, ClientMessageId, ErrorCode, Frame, HistoryQuery, PROTOCOL_VERSION, PresenceState,
-    RoomName, ServerFrame, Since,
+    ClientFrame, ClientMessageId, Epoch, ErrorCode, Frame, HistoryQuery, PROTOCOL_VERSION,
+    PresenceState, RoomName, ServerFrame, Since, StoredMessage,
 };
 use tracing::Instrument;
 
@@ -68,6 +68,11 @@ impl Session {
     /// A session for a freshly accepted client.
     pub fn new(app: Arc<App>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
         Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new(), grants }
+    }
+
+    /// Bytes of frames this connection's own requests may have queued.
+    fn budget(&self) -> usize {
+        self.app.client_config.own_bytes()
     }
 
     /// Sends `welcome`.
@@ -262,11 +267,14 @@ impl Session {
             if cursor.state != SyncState::Syncing || self.client.is_closing() {
                 return Ok(());
             }
-            let page = self
+            let mut page = self
                 .app
                 .broker
                 .history(room, HistoryQuery::After { after: cursor.seq, limit: CATCH_UP_PAGE })
                 .await?;
+            // Hold no more of the page than the client's share of its queue
+            // while it waits for the client to read: the rest is read again.
+            let cut = keep_within(&mut page.messages, room, &page.head.epoch, self.budget());
             let head = &page.head;
             let continuous = cursor.epoch.as_ref() == Some(&head.epoch)
                 && cursor.seq + 1 >= head.first
@@ -291,7 +299,7 @@ impl Session {
                 self.push(Frame::message(room, &head.epoch, message)).await;
                 membership.advance(message.seq);
             }
-            if !page.more && self.app.hub.try_go_live(membership) {
+            if !page.more && !cut && self.app.hub.try_go_live(membership) {
                 return Ok(());
             }
         }
@@ -389,9 +397,9 @@ impl Session {
         let page = self.app.broker.history(&room, query).await?;
         // Cut by bytes too, to the share of the queue a reply may take; a cut
         // page says `more` and the client pages on.
-        let budget = self.app.client_config.own_bytes();
         let epoch = &page.head.epoch;
-        self.push(Frame::history(&room, epoch, &page.messages, page.more, &query, budget)).await;
+        let frame = Frame::history(&room, epoch, &page.messages, page.more, &query, self.budget());
+        self.push(frame).await;
         Ok(())
     }
 }
@@ -409,6 +417,30 @@ fn resume_point(head: &RoomHead, since: Option<&Since>) -> (u64, bool) {
     }
 }
 
+/// Truncates catch-up messages to those whose frames fit in `budget` bytes
+/// (at least one), releasing the rest; true when some were dropped.
+fn keep_within(
+    messages: &mut Vec<StoredMessage>,
+    room: &RoomName,
+    epoch: &Epoch,
+    budget: usize,
+) -> bool {
+    let mut total = 0;
+    let kept = messages
+        .iter()
+        .position(|m| {
+            total += Frame::message_len(room, epoch, m);
+            total > budget
+        })
+        .map_or(messages.len(), |over| over.max(1));
+    let cut = kept < messages.len();
+    if cut {
+        messages.truncate(kept);
+        messages.shrink_to_fit();
+    }
+    cut
+}
+
 fn frame_type(frame: &ClientFrame) -> &'static str {
     match frame {
         ClientFrame::Join { .. } => "join",
@@ -424,7 +456,6 @@ fn frame_type(frame: &ClientFrame) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palaver_protocol::Epoch;
 
     fn head(epoch: &str, head: u64, first: u64) -> RoomHead {
         RoomHead { epoch: Epoch::new(epoch), head, first }
@@ -432,6 +463,29 @@ mod tests {
 
     fn since(epoch: &str, seq: u64) -> Since {
         Since { epoch: Epoch::new(epoch), seq }
+    }
+
+    #[test]
+    fn catch_up_pages_are_kept_within_the_budget() {
+        let (room, epoch) = (RoomName::parse("r").expect("valid"), Epoch::new("e"));
+        let message = |seq| StoredMessage {
+            seq,
+            id: ClientMessageId::parse("i").expect("valid"),
+            user: palaver_protocol::UserName::parse("ann").expect("valid"),
+            text: "x".repeat(100),
+            ts: 0,
+        };
+        let page = || (1..=10).map(message).collect::<Vec<_>>();
+        let one = Frame::message_len(&room, &epoch, &message(10));
+        let mut all = page();
+        assert!(!keep_within(&mut all, &room, &epoch, one * 10));
+        assert_eq!(all.len(), 10);
+        let mut some = page();
+        assert!(keep_within(&mut some, &room, &epoch, one * 3 + 1));
+        assert_eq!(some.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let mut first = page();
+        assert!(keep_within(&mut first, &room, &epoch, 1));
+        assert_eq!(first.len(), 1, "at least one, so catch-up makes progress");
     }
 
     #[test]

@@ -239,6 +239,20 @@ impl Frame {
         Frame(Bytes::from(serde_json::to_vec(&frame).expect("history frames always serialise")))
     }
 
+    /// The length [`Frame::message`] would encode to, without encoding it.
+    pub fn message_len(room: &RoomName, epoch: &Epoch, msg: &StoredMessage) -> usize {
+        encoded_len(&MessageFrameRef {
+            kind: "message",
+            room,
+            epoch,
+            seq: msg.seq,
+            id: &msg.id,
+            user: &msg.user,
+            text: &msg.text,
+            ts: msg.ts,
+        })
+    }
+
     /// Encodes a `message` frame without cloning the message.
     pub fn message(room: &RoomName, epoch: &Epoch, msg: &StoredMessage) -> Frame {
         let frame = MessageFrameRef {
@@ -306,6 +320,7 @@ mod tests {
         };
         assert_eq!(ServerFrame::decode(fast.as_str()).expect("decodes"), slow);
         assert_eq!(fast, slow.encode());
+        assert_eq!(Frame::message_len(&room_of(&slow), &Epoch::new("e1"), &msg), fast.len());
     }
 
     fn page(count: u64) -> Vec<StoredMessage> {
@@ -350,6 +365,13 @@ mod tests {
         // Never empty: one message, however small the budget.
         assert_eq!(history(&messages, before, 1).0, [10]);
         assert_eq!(history(&messages, after, 1).0, [1]);
+    }
+
+    fn room_of(frame: &ServerFrame) -> RoomName {
+        match frame {
+            ServerFrame::Message { room, .. } => room.clone(),
+            _ => unreachable!(),
+        }
     }
 
     #[test]
