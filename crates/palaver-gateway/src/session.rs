@@ -16,8 +16,8 @@ use std::{
 use palaver_broker::{BrokerError, Draft, RoomHead};
 use palaver_hub::{Client, JoinRefused, Membership, SyncState};
 use palaver_protocol::{
-    ClientFrame, ClientMessageId, Epoch, ErrorCode, Frame, HistoryQuery, PROTOCOL_VERSION,
-    PresenceState, RoomName, ServerFrame, Since, StoredMessage,
+    ClientFrame, ClientMessageId, DecodeError, Epoch, ErrorCode, Frame, HistoryQuery,
+    PROTOCOL_VERSION, PresenceState, RoomName, ServerFrame, Since, StoredMessage,
 };
 use tracing::Instrument;
 
@@ -113,9 +113,8 @@ impl Session {
         match ClientFrame::decode(text, &self.app.limits) {
             Ok(frame) => self.handle(frame).await,
             // A private room is refused before its fields are judged.
-            Err(e) if e.room.as_ref().is_some_and(|room| !self.allows(room)) => {
-                let room = e.room.expect("just checked");
-                self.refuse_private(&room, e.reference).await;
+            Err(DecodeError { room: Some(room), reference, .. }) if !self.allows(&room) => {
+                self.refuse_private(&room, reference).await;
             }
             Err(e) => self.refuse(e.code, e.message, e.reference).await,
         }
