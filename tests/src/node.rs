@@ -90,6 +90,14 @@ impl Node {
         self.child.id()
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in bytes; Linux only.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Sends SIGTERM and waits for the exit, at most `limit`.
     pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
         signal(self.pid(), "TERM");

@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
 /// Frame opcodes (RFC 6455 §5.2).
@@ -45,7 +45,28 @@ pub async fn upgrade(
     target: &str,
     headers: &[(&str, &str)],
 ) -> io::Result<(u16, TcpStream)> {
-    let mut stream = TcpStream::connect(addr).await?;
+    upgrade_over(TcpStream::connect(addr).await?, addr, target, headers).await
+}
+
+/// Like [`upgrade`], over a socket whose kernel receive buffer is about
+/// `bytes`: a client that never reads then backs the server up after a few
+/// KiB, instead of after the megabytes the kernel would otherwise take.
+pub async fn upgrade_with_receive_buffer(
+    addr: SocketAddr,
+    target: &str,
+    bytes: u32,
+) -> io::Result<(u16, TcpStream)> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_recv_buffer_size(bytes)?;
+    upgrade_over(socket.connect(addr).await?, addr, target, &[]).await
+}
+
+async fn upgrade_over(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> io::Result<(u16, TcpStream)> {
     stream.write_all(upgrade_request(addr, target, headers).as_bytes()).await?;
     let head = read_head(&mut stream).await?;
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);

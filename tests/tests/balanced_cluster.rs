@@ -30,12 +30,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungsten
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn skip_without_haproxy() -> bool {
-    if haproxy_installed() {
-        return false;
-    }
-    eprintln!("skipping: haproxy is not installed (apt-get install haproxy; .ci/run does)");
-    true
+/// Fails the test (never skips it) when haproxy is missing.
+fn require_haproxy() {
+    assert!(
+        haproxy_installed(),
+        "haproxy is not installed: run scripts/test.sh (it installs it) or apt-get install haproxy"
+    );
 }
 
 fn gateway_args(redis: &RedisServer, id: &str) -> Vec<String> {
@@ -78,9 +78,7 @@ async fn ready(addr: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_through_the_balancer_reaches_every_client_on_every_node() {
-    if skip_without_haproxy() {
-        return;
-    }
+    require_haproxy();
     let redis = RedisServer::start();
     let nodes: Vec<Node> =
         (1..=3).map(|i| start_gateway(&redis, "127.0.0.1:0", &format!("lb-{i}"))).collect();
@@ -276,9 +274,7 @@ async fn send_until_acked(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_behind_the_balancer_loses_nothing() {
-    if skip_without_haproxy() {
-        return;
-    }
+    require_haproxy();
     let redis = RedisServer::start();
     let mut nodes: Vec<Node> =
         (1..=3).map(|i| start_gateway(&redis, "127.0.0.1:0", &format!("roll-{i}"))).collect();
@@ -355,9 +351,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_script_starts_a_cluster_and_stops_it() {
-    if skip_without_haproxy() {
-        return;
-    }
+    require_haproxy();
     let [lb, g1, g2, g3, redis, stats] = std::array::from_fn(|_| free_port());
     let dir = std::env::temp_dir().join(format!("palaver-local-cluster-{lb}"));
     let mut script = Command::new("bash")

@@ -199,18 +199,17 @@ fn compose_file_describes_the_cluster() {
     );
 }
 
+/// Ignored by default, not skipped: the Compose plugin comes from no Debian
+/// package, so `scripts/test.sh` cannot install it, and a test that returned
+/// early without it would pass without checking anything.
 #[test]
-fn compose_file_passes_docker_compose_config_when_available() {
+#[ignore = "needs the docker compose plugin: cargo test -p palaver-tests --test deploy -- --ignored"]
+fn compose_file_passes_docker_compose_config() {
     let usable = Command::new("docker")
         .args(["compose", "version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !usable {
-        eprintln!(
-            "skipping `docker compose config`: the compose plugin is not installed (the YAML checks above still ran)"
-        );
-        return;
-    }
+    assert!(usable, "the docker compose plugin is not installed (docker compose version fails)");
     let output = Command::new("docker")
         .args(["compose", "-f"])
         .arg(repo_path("docker-compose.yml"))
@@ -270,10 +269,10 @@ fn dockerfile_is_multi_stage_non_root_and_health_checked() {
 
 #[test]
 fn haproxy_config_is_valid() {
-    if !haproxy_installed() {
-        eprintln!("skipping: haproxy is not installed (apt-get install haproxy; .ci/run does)");
-        return;
-    }
+    assert!(
+        haproxy_installed(),
+        "haproxy is not installed: run scripts/test.sh (it installs it) or apt-get install haproxy"
+    );
     let gateways = ["127.0.0.1:18081", "127.0.0.1:18082", "127.0.0.1:18083"]
         .map(|a| a.parse().expect("address"));
     for dns in [false, true] {

@@ -5,7 +5,9 @@
 //! and runs the session's requests; the write task (the write pump) drains the
 //! queue into the socket, batching whatever is queued into one flush, sends
 //! pings, and enforces the write timeout. Either one ending closes the client,
-//! which ends the other.
+//! which ends the other. A write that times out means the client is not
+//! reading: it is evicted as a slow consumer (1013, counted), like a client
+//! whose queue overflows; meanwhile its queue's bound has paused its requests.
 
 use std::{
     sync::Arc,
@@ -235,9 +237,17 @@ async fn write_pump(
                 Box::pin(within(write_timeout, sink.send(Message::Ping(Default::default())))).await
             }
         };
-        if !written {
-            tracing::info!(session = %client.session(), user = %client.user(), "write failed or timed out; dropping the connection");
-            break false;
+        match written {
+            Ok(()) => {}
+            Err(WriteFailure::TimedOut) => {
+                tracing::info!(session = %client.session(), user = %client.user(), "write timed out; evicting");
+                app.hub.evict(&client);
+                break false;
+            }
+            Err(WriteFailure::Failed) => {
+                tracing::info!(session = %client.session(), user = %client.user(), "write failed; dropping the connection");
+                break false;
+            }
         }
     };
     // Make sure the read task stops too, whoever ended first. A close that
@@ -252,7 +262,9 @@ async fn write_pump(
     }
 }
 
-/// Drains what is queued (unless the client is being evicted) and sends the close frame.
+/// Drains what is queued (unless the client is being evicted) and sends the
+/// close frame, or, when the peer closed first, the echo of its close frame
+/// (RFC 6455 §5.5.1).
 async fn close_socket(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
@@ -264,15 +276,20 @@ async fn close_socket(
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
         while let Some(frame) = outbox.try_recv() {
-            if !write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await {
-                return;
+            match write_batch(&mut sink, &mut outbox, frame, write_timeout, &app.metrics).await {
+                Ok(()) => {}
+                Err(WriteFailure::TimedOut) => return,
+                // E.g. the peer closed first: nothing more may be sent but the echo.
+                Err(WriteFailure::Failed) => break,
             }
         }
     }
     let reason = reason_for(code);
     let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
     let _ = timeout(write_timeout, async {
-        sink.send(close).await?;
+        // After the peer's close, tungstenite has queued the echo and refuses
+        // another close frame; closing the sink flushes the echo either way.
+        let _ = sink.send(close).await;
         sink.close().await
     })
     .await;
@@ -286,7 +303,7 @@ async fn write_batch(
     first: Frame,
     write_timeout: Duration,
     metrics: &Metrics,
-) -> bool {
+) -> Result<(), WriteFailure> {
     within(write_timeout, async {
         sink.feed(text(first)).await?;
         let mut frames = 1;
@@ -301,17 +318,28 @@ async fn write_batch(
     .await
 }
 
-/// Runs a socket write under the write timeout; false when it failed or timed out.
-async fn within(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> bool {
+/// Why a socket write did not complete.
+enum WriteFailure {
+    /// The socket or the WebSocket refused it (reset, closed, peer closed first).
+    Failed,
+    /// It did not complete within the write timeout: the client is not reading.
+    TimedOut,
+}
+
+/// Runs a socket write under the write timeout.
+async fn within(
+    limit: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), WriteFailure> {
     match timeout(limit, write).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "write failed");
-            false
+            Err(WriteFailure::Failed)
         }
         Err(_) => {
             tracing::debug!(timeout = ?limit, "write timed out");
-            false
+            Err(WriteFailure::TimedOut)
         }
     }
 }

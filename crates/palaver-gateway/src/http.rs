@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-/// Largest request head buffered per connection (URL tokens fit easily).
+/// Largest request head (request line and headers) accepted, however it
+/// arrives; larger ones get 431. URL tokens fit easily.
 const MAX_HEAD: usize = 64 * 1024;
 /// Pause after an accept error that is not about one connection (e.g. out
 /// of file descriptors), so the loop does not spin.
@@ -33,7 +34,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEAD);
+    // Both limits: the buffer's catches a head that arrives in pieces, the
+    // head's one a head that arrives in one read (the buffer may then hold
+    // up to twice its limit before hyper checks it).
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD);
     let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {

@@ -16,8 +16,8 @@ use std::{
 use palaver_broker::{BrokerError, Draft, Evidence, RoomHead};
 use palaver_hub::{Client, Cursor, JoinRefused, Membership, SyncState};
 use palaver_protocol::{
-    ClientFrame, ClientMessageId, ErrorCode, Frame, HistoryQuery, PROTOCOL_VERSION, PresenceState,
-    RoomName, ServerFrame, Since, Witness,
+    ClientFrame, ClientMessageId, DecodeError, Epoch, ErrorCode, Frame, HistoryQuery,
+    PROTOCOL_VERSION, PresenceState, RoomName, ServerFrame, Since, StoredMessage, Witness,
 };
 use tracing::Instrument;
 
@@ -70,6 +70,19 @@ impl Session {
         Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new(), grants }
     }
 
+    /// Bytes of frames this connection's own requests may have queued.
+    fn budget(&self) -> usize {
+        self.app.client_config.own_bytes()
+    }
+
+    /// Messages read per catch-up page: as many as the budget holds at the
+    /// longest text (ASCII), so even a page read before it is cut costs about
+    /// one budget of memory, at most [`CATCH_UP_PAGE`].
+    fn catch_up_page(&self) -> u32 {
+        let longest = self.app.limits.max_text_chars + 256;
+        (self.budget() / longest).clamp(1, CATCH_UP_PAGE as usize) as u32
+    }
+
     /// Sends `welcome`.
     pub async fn welcome(&self) {
         self.reply(ServerFrame::Welcome {
@@ -107,8 +120,22 @@ impl Session {
         bump(&self.app.stats.frames_in);
         match ClientFrame::decode(text, &self.app.limits) {
             Ok(frame) => self.handle(frame).await,
+            // A private room is refused before its fields are judged.
+            Err(DecodeError { room: Some(room), reference, .. }) if !self.allows(&room) => {
+                self.refuse_private(&room, reference).await;
+            }
             Err(e) => self.refuse(e.code, e.message, e.reference).await,
         }
+    }
+
+    fn allows(&self, room: &RoomName) -> bool {
+        self.app.security.access.allows(&self.grants, room)
+    }
+
+    /// The same answer for every private room, joined by others or not: no
+    /// members, history or presence of it reach this connection.
+    async fn refuse_private(&self, room: &RoomName, reference: Option<String>) {
+        self.refuse(ErrorCode::Forbidden, format!("{room} is private"), reference).await;
     }
 
     async fn handle(&mut self, frame: ClientFrame) {
@@ -117,12 +144,9 @@ impl Session {
             other => Some(frame_type(other).to_owned()),
         };
         if let Some(room) = frame.room()
-            && !self.app.security.access.allows(&self.grants, room)
+            && !self.allows(room)
         {
-            // The same answer for every private room, joined by others or not:
-            // no members, history or presence of it reach this connection.
-            let message = format!("{room} is private");
-            self.refuse(ErrorCode::Forbidden, message, reference).await;
+            self.refuse_private(room, reference).await;
             return;
         }
         let result = match frame {
@@ -258,9 +282,12 @@ impl Session {
             if cursor.state != SyncState::Syncing || self.client.is_closing() {
                 return Ok(());
             }
-            let query = HistoryQuery::After { after: cursor.seq, limit: CATCH_UP_PAGE };
+            let query = HistoryQuery::After { after: cursor.seq, limit: self.catch_up_page() };
             let evidence = self.evidence(room, &cursor);
-            let page = self.app.broker.history(room, query, evidence).await?;
+            let mut page = self.app.broker.history(room, query, evidence).await?;
+            // Hold no more of the page than the client's share of its queue
+            // while it waits for the client to read: the rest is read again.
+            let cut = keep_within(&mut page.messages, room, &page.head.epoch, self.budget());
             let head = &page.head;
             let continuous = cursor.epoch.as_ref() == Some(&head.epoch)
                 && !head.lost
@@ -289,7 +316,7 @@ impl Session {
             if let Some(newest) = page.messages.last() {
                 self.app.hub.saw(room, Witness::of(&head.epoch, newest));
             }
-            if !page.more && self.app.hub.try_go_live(membership) {
+            if !page.more && !cut && self.app.hub.try_go_live(membership) {
                 return Ok(());
             }
         }
@@ -409,13 +436,11 @@ impl Session {
     async fn history(&mut self, room: RoomName, query: HistoryQuery) -> Result<(), Refusal> {
         self.membership(&room)?;
         let page = self.app.broker.history(&room, query, None).await?;
-        self.reply(ServerFrame::History {
-            room,
-            epoch: page.head.epoch,
-            messages: page.messages,
-            more: page.more,
-        })
-        .await;
+        // Cut by bytes too, to the share of the queue a reply may take; a cut
+        // page says `more` and the client pages on.
+        let epoch = &page.head.epoch;
+        let frame = Frame::history(&room, epoch, &page.messages, page.more, &query, self.budget());
+        self.push(frame).await;
         Ok(())
     }
 }
@@ -435,6 +460,30 @@ fn resume_point(head: &RoomHead, since: Option<&Since>) -> (u64, bool) {
     }
 }
 
+/// Truncates catch-up messages to those whose frames fit in `budget` bytes
+/// (at least one), releasing the rest; true when some were dropped.
+fn keep_within(
+    messages: &mut Vec<StoredMessage>,
+    room: &RoomName,
+    epoch: &Epoch,
+    budget: usize,
+) -> bool {
+    let mut total = 0;
+    let kept = messages
+        .iter()
+        .position(|m| {
+            total += Frame::message_len(room, epoch, m);
+            total > budget
+        })
+        .map_or(messages.len(), |over| over.max(1));
+    let cut = kept < messages.len();
+    if cut {
+        messages.truncate(kept);
+        messages.shrink_to_fit();
+    }
+    cut
+}
+
 fn frame_type(frame: &ClientFrame) -> &'static str {
     match frame {
         ClientFrame::Join { .. } => "join",
@@ -450,7 +499,6 @@ fn frame_type(frame: &ClientFrame) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palaver_protocol::Epoch;
 
     fn head(epoch: &str, head: u64, first: u64) -> RoomHead {
         RoomHead::new(Epoch::new(epoch), head, first)
@@ -458,6 +506,29 @@ mod tests {
 
     fn since(epoch: &str, seq: u64) -> Since {
         Since { epoch: Epoch::new(epoch), seq, id: None }
+    }
+
+    #[test]
+    fn catch_up_pages_are_kept_within_the_budget() {
+        let (room, epoch) = (RoomName::parse("r").expect("valid"), Epoch::new("e"));
+        let message = |seq| StoredMessage {
+            seq,
+            id: ClientMessageId::parse("i").expect("valid"),
+            user: palaver_protocol::UserName::parse("ann").expect("valid"),
+            text: "x".repeat(100),
+            ts: 0,
+        };
+        let page = || (1..=10).map(message).collect::<Vec<_>>();
+        let one = Frame::message_len(&room, &epoch, &message(10));
+        let mut all = page();
+        assert!(!keep_within(&mut all, &room, &epoch, one * 10));
+        assert_eq!(all.len(), 10);
+        let mut some = page();
+        assert!(keep_within(&mut some, &room, &epoch, one * 3 + 1));
+        assert_eq!(some.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let mut first = page();
+        assert!(keep_within(&mut first, &room, &epoch, 1));
+        assert_eq!(first.len(), 1, "at least one, so catch-up makes progress");
     }
 
     #[test]

@@ -3,8 +3,15 @@
 //!
 //! The queue is bounded twice, in frames and in bytes, so neither many small
 //! frames nor a few large ones let one slow reader hold unbounded memory.
-//! Fan-out only ever `try_push`es: a full queue evicts the client instead of
-//! blocking the room.
+//! Every frame counts against both bounds, whoever queues it:
+//! - fan-out only ever `try_push`es: a full queue evicts the client instead
+//!   of blocking the room;
+//! - the client's own connection task (replies, history replay) `push`es
+//!   into at most half of each bound and waits for room beyond that. Waiting
+//!   there is backpressure on that client's requests alone, and the other half
+//!   stays free for room traffic, so a client that reads is never evicted
+//!   by its own replies or catch-up, and one that never reads holds at most
+//!   the queue's bound (its write timeout then evicts it).
 //!
 //! The queue is a `VecDeque` behind a mutex rather than a tokio channel: an
 //! idle connection's queue then costs no allocation at all (a bounded tokio
@@ -34,6 +41,19 @@ pub struct ClientConfig {
     pub queue_bytes: usize,
 }
 
+impl ClientConfig {
+    /// Frames the client's own connection task may have queued (half the bound).
+    pub fn own_frames(&self) -> usize {
+        self.queue_frames.max(1).div_ceil(2)
+    }
+
+    /// Bytes the client's own connection task may have queued (half the
+    /// bound): replies are cut to fit (history pages), or wait for room.
+    pub fn own_bytes(&self) -> usize {
+        self.queue_bytes / 2
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig { queue_frames: 256, queue_bytes: 1 << 20 }
@@ -57,6 +77,16 @@ const KEEP_SLOTS: usize = 16;
 struct Queue {
     frames: VecDeque<Frame>,
     bytes: usize,
+    /// A [`Client::push`] is waiting for room (there is one such producer).
+    waiting: bool,
+}
+
+impl Queue {
+    /// Whether `len` more bytes fit within `frames` frames and `bytes` bytes.
+    /// An empty queue takes any one frame, so an oversized one cannot wait forever.
+    fn fits(&self, len: usize, frames: usize, bytes: usize) -> bool {
+        self.frames.is_empty() || (self.frames.len() < frames && self.bytes + len <= bytes)
+    }
 }
 
 /// The queue shared by the client's producers and its write task.
@@ -64,23 +94,26 @@ struct Shared {
     queue: Mutex<Queue>,
     max_frames: usize,
     max_bytes: usize,
+    /// The share of both bounds [`Client::push`] may fill.
+    own_frames: usize,
+    own_bytes: usize,
     /// Wakes the write task when a frame is queued.
     queued: Notify,
-    /// Wakes a waiting [`Client::push`] when the queue drops below its frame bound.
+    /// Wakes a waiting [`Client::push`] when a frame leaves the queue.
     drained: Notify,
 }
 
 impl Shared {
     fn pop(&self) -> Option<Frame> {
         let mut queue = self.queue.lock();
-        let was_full = queue.frames.len() >= self.max_frames;
         let frame = queue.frames.pop_front()?;
         queue.bytes -= frame.len();
         if queue.frames.is_empty() && queue.frames.capacity() > KEEP_SLOTS {
             queue.frames = VecDeque::new();
         }
+        let wake = std::mem::take(&mut queue.waiting);
         drop(queue);
-        if was_full {
+        if wake {
             self.drained.notify_one();
         }
         Some(frame)
@@ -119,6 +152,8 @@ impl Client {
             queue: Mutex::new(Queue::default()),
             max_frames: config.queue_frames.max(1),
             max_bytes: config.queue_bytes,
+            own_frames: config.own_frames(),
+            own_bytes: config.own_bytes(),
             queued: Notify::new(),
             drained: Notify::new(),
         });
@@ -162,27 +197,32 @@ impl Client {
     }
 
     /// Queues a frame, waiting for room in the queue; used by the client's own
-    /// connection task (replies, history replay), never by fan-out. Only the
-    /// frame bound applies here: a replay waits for the writer instead of
-    /// evicting its own client.
+    /// connection task (replies, history replay), never by fan-out. The frame
+    /// must fit within half of each bound (or the queue be empty): the other
+    /// half is kept for room traffic, so a client that reads is not evicted
+    /// because of its own replies. While it waits, that connection's requests
+    /// wait with it (backpressure); a writer that makes no progress ends the
+    /// wait by closing the client.
     pub async fn push(&self, frame: Frame) -> Result<(), PushError> {
         let shared = &self.shared;
+        let (frames, bytes) = (shared.own_frames, shared.own_bytes);
         loop {
             if self.closing.is_cancelled() {
                 return Err(PushError::Closed);
             }
             {
                 let mut queue = shared.queue.lock();
-                if queue.frames.len() < shared.max_frames {
+                if queue.fits(frame.len(), frames, bytes) {
                     queue.bytes += frame.len();
                     queue.frames.push_back(frame);
                     drop(queue);
                     shared.queued.notify_one();
                     return Ok(());
                 }
+                queue.waiting = true;
             }
-            // `notify_one` keeps a permit, so a pop between the check and
-            // this wait is not missed.
+            // Set under the lock, `waiting` makes the next pop notify, and
+            // `notify_one` keeps a permit: a pop before this wait is not missed.
             tokio::select! {
                 () = shared.drained.notified() => {}
                 () = self.closing.cancelled() => return Err(PushError::Closed),
@@ -325,6 +365,42 @@ mod tests {
         c.close(CloseCode::Normal);
         assert!(out.recv().await.is_none());
         assert_eq!(c.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn push_takes_half_of_the_bytes_and_leaves_the_rest_to_fan_out() {
+        let len = frame().len();
+        let (c, mut out) = client(100, len * 4);
+        c.push(frame()).await.expect("fits in half");
+        c.push(frame()).await.expect("fits in half");
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            async move { c.push(frame()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "past half the bytes, push waits");
+        // Fan-out still has the other half.
+        assert_eq!(c.try_push(frame()), Ok(()));
+        assert_eq!(c.try_push(frame()), Ok(()));
+        assert_eq!(c.try_push(frame()), Err(PushError::Full));
+        while c.queued_bytes() > len {
+            out.try_recv().expect("queued");
+        }
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_goes_into_an_empty_queue() {
+        let (c, mut out) = client(100, 10);
+        c.push(frame()).await.expect("an empty queue takes any one frame");
+        let closing = c.clone();
+        let waiting = tokio::spawn(async move { closing.push(frame()).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        out.try_recv().expect("queued");
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+        c.close(CloseCode::TryAgainLater);
+        assert_eq!(c.push(frame()).await, Err(PushError::Closed));
     }
 
     #[test]

@@ -356,7 +356,9 @@ impl Hub {
         HubStats::add(&self.stats.deliveries, delivered);
     }
 
-    fn evict(&self, client: &Client) {
+    /// Closes a slow consumer with 1013 and counts it (once per client): its
+    /// queue overflowed, or its connection could not write for the write timeout.
+    pub fn evict(&self, client: &Client) {
         if !client.is_closing() {
             HubStats::add(&self.stats.evictions, 1);
             tracing::info!(session = %client.session(), user = %client.user(), "evicting slow consumer");

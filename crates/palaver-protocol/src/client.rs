@@ -89,11 +89,14 @@ pub struct DecodeError {
     pub message: String,
     /// The request's `id` if it had a readable one, else its `type`.
     pub reference: Option<String>,
+    /// The valid room a room request names, when a later field is what failed:
+    /// a private room must be refused (`forbidden`) before its fields are judged.
+    pub room: Option<RoomName>,
 }
 
 impl DecodeError {
     fn new(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Self {
-        DecodeError { code, message: message.into(), reference }
+        DecodeError { code, message: message.into(), reference, room: None }
     }
 }
 
@@ -126,7 +129,13 @@ impl ClientFrame {
             .as_deref()
             .ok_or_else(|| DecodeError::new(ErrorCode::UnknownType, "missing \"type\"", None))?;
         let reference = Some(raw.id.clone().unwrap_or_else(|| kind.to_owned()));
-        let fail = |code, msg: String| DecodeError::new(code, msg, reference.clone());
+        let named = matches!(kind, "join" | "leave" | "typing" | "send" | "history")
+            .then(|| raw.room.as_deref().and_then(|r| RoomName::parse(r).ok()))
+            .flatten();
+        let fail = |code, msg: String| DecodeError {
+            room: named.clone(),
+            ..DecodeError::new(code, msg, reference.clone())
+        };
         let room = || -> Result<RoomName, DecodeError> {
             let room = raw
                 .room
@@ -151,6 +160,7 @@ impl ClientFrame {
                     .as_deref()
                     .ok_or_else(|| fail(ErrorCode::MissingField, "missing \"text\"".into()))?;
                 let text = clean_text(text);
+                // Blank (only white space) is empty too; spaces inside are kept.
                 if text.trim().is_empty() {
                     return Err(fail(ErrorCode::EmptyText, "text is empty".into()));
                 }
@@ -296,6 +306,30 @@ mod tests {
         assert_eq!(e.reference.as_deref(), Some("m9"));
         let e = decode(r#"{"type":"leave"}"#).expect_err("no room");
         assert_eq!(e.reference.as_deref(), Some("leave"));
+    }
+
+    #[test]
+    fn field_errors_name_the_room_they_concern() {
+        let room = |s: &str| decode(s).expect_err("must fail").room.map(|r| r.to_string());
+        assert_eq!(room(r#"{"type":"history","room":"a","limit":0}"#).as_deref(), Some("a"));
+        assert_eq!(
+            room(r#"{"type":"send","room":"a","id":"x y","text":"t"}"#).as_deref(),
+            Some("a")
+        );
+        assert_eq!(room(r#"{"type":"send","room":"a","id":"1","text":" "}"#).as_deref(), Some("a"));
+        assert_eq!(room(r#"{"type":"history","room":"a b","limit":0}"#), None);
+        assert_eq!(room(r#"{"type":"dance","room":"a"}"#), None);
+    }
+
+    #[test]
+    fn blank_texts_are_empty() {
+        for blank in [" ", "\n\t", "\u{3000}\u{a0}", "\u{0} \u{1b}"] {
+            let frame = serde_json::json!({"type":"send","room":"a","text":blank,"id":"1"});
+            let code = decode(&frame.to_string()).expect_err("blank").code;
+            assert_eq!(code, ErrorCode::EmptyText, "{blank:?}");
+        }
+        let frame = r#"{"type":"send","room":"a","text":" a  b ","id":"1"}"#;
+        assert!(matches!(decode(frame), Ok(ClientFrame::Send { text, .. }) if text == " a  b "));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    client::HistoryQuery,
     codes::ErrorCode,
     message::{Epoch, Seq, StoredMessage},
     names::{ClientMessageId, RoomName, UserName},
@@ -175,7 +176,86 @@ struct MessageFrameRef<'a> {
     ts: u64,
 }
 
+#[derive(Serialize)]
+struct HistoryFrameRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a RoomName,
+    epoch: &'a Epoch,
+    messages: &'a [StoredMessage],
+    more: bool,
+}
+
+/// Counts what serde_json writes, to size an encoding without making it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn encoded_len(value: &impl Serialize) -> usize {
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("server frames always serialise");
+    counter.0
+}
+
 impl Frame {
+    /// Encodes the `history` page answering `query`, cut to at most
+    /// `max_bytes` when the messages would not fit: a `before` page keeps its
+    /// newest messages, an `after` page its oldest, and a cut page says
+    /// `more: true`, so the client pages on from it. At least one message is
+    /// kept, so paging always makes progress.
+    pub fn history(
+        room: &RoomName,
+        epoch: &Epoch,
+        messages: &[StoredMessage],
+        more: bool,
+        query: &HistoryQuery,
+        max_bytes: usize,
+    ) -> Frame {
+        // `"more":false` is the longer of the two endings.
+        let empty = HistoryFrameRef { kind: "history", room, epoch, messages: &[], more: false };
+        let mut total = encoded_len(&empty);
+        let keep_newest = matches!(query, HistoryQuery::Before { .. });
+        let mut ordered: Box<dyn Iterator<Item = &StoredMessage>> =
+            if keep_newest { Box::new(messages.iter().rev()) } else { Box::new(messages.iter()) };
+        let mut kept = 0;
+        for message in &mut ordered {
+            // A comma between messages.
+            let len = encoded_len(message) + usize::from(kept > 0);
+            if kept > 0 && total + len > max_bytes {
+                break;
+            }
+            total += len;
+            kept += 1;
+        }
+        let page = if keep_newest { &messages[messages.len() - kept..] } else { &messages[..kept] };
+        let more = more || kept < messages.len();
+        let frame = HistoryFrameRef { kind: "history", room, epoch, messages: page, more };
+        Frame(Bytes::from(serde_json::to_vec(&frame).expect("history frames always serialise")))
+    }
+
+    /// The length [`Frame::message`] would encode to, without encoding it.
+    pub fn message_len(room: &RoomName, epoch: &Epoch, msg: &StoredMessage) -> usize {
+        encoded_len(&MessageFrameRef {
+            kind: "message",
+            room,
+            epoch,
+            seq: msg.seq,
+            id: &msg.id,
+            user: &msg.user,
+            text: &msg.text,
+            ts: msg.ts,
+        })
+    }
+
     /// Encodes a `message` frame without cloning the message.
     pub fn message(room: &RoomName, epoch: &Epoch, msg: &StoredMessage) -> Frame {
         let frame = MessageFrameRef {
@@ -243,6 +323,58 @@ mod tests {
         };
         assert_eq!(ServerFrame::decode(fast.as_str()).expect("decodes"), slow);
         assert_eq!(fast, slow.encode());
+        assert_eq!(Frame::message_len(&room_of(&slow), &Epoch::new("e1"), &msg), fast.len());
+    }
+
+    fn page(count: u64) -> Vec<StoredMessage> {
+        (1..=count).map(|seq| StoredMessage { seq, text: "x".repeat(100), ..sample() }).collect()
+    }
+
+    fn history(
+        messages: &[StoredMessage],
+        query: HistoryQuery,
+        max: usize,
+    ) -> (Vec<u64>, bool, usize) {
+        let (room, epoch) = (RoomName::parse("lobby").expect("valid"), Epoch::new("e1"));
+        let frame = Frame::history(&room, &epoch, messages, false, &query, max);
+        match ServerFrame::decode(frame.as_str()).expect("decodes") {
+            ServerFrame::History { messages, more, .. } => {
+                (messages.iter().map(|m| m.seq).collect(), more, frame.len())
+            }
+            other => panic!("not a history page: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn history_pages_are_cut_to_their_budget() {
+        let messages = page(10);
+        let before = HistoryQuery::Before { before: None, limit: 10 };
+        let after = HistoryQuery::After { after: 0, limit: 10 };
+        let (all, more, whole) = history(&messages, before, usize::MAX);
+        assert_eq!((all, more), ((1..=10).collect(), false));
+        // The uncut page is byte for byte the enum's encoding.
+        let (room, epoch) = (RoomName::parse("lobby").expect("valid"), Epoch::new("e1"));
+        let frame = Frame::history(&room, &epoch, &messages, false, &before, usize::MAX);
+        let slow = ServerFrame::History { room, epoch, messages: messages.clone(), more: false };
+        assert_eq!(frame, slow.encode());
+        assert_eq!(history(&messages, before, whole), ((1..=10).collect(), false, whole));
+
+        let (newest, more, len) = history(&messages, before, whole / 2);
+        assert!(more && len <= whole / 2 && newest.len() < 10);
+        assert_eq!(newest, ((11 - newest.len() as u64)..=10).collect::<Vec<_>>());
+        let (oldest, more, len) = history(&messages, after, whole / 2);
+        assert!(more && len <= whole / 2);
+        assert_eq!(oldest, (1..=oldest.len() as u64).collect::<Vec<_>>());
+        // Never empty: one message, however small the budget.
+        assert_eq!(history(&messages, before, 1).0, [10]);
+        assert_eq!(history(&messages, after, 1).0, [1]);
+    }
+
+    fn room_of(frame: &ServerFrame) -> RoomName {
+        match frame {
+            ServerFrame::Message { room, .. } => room.clone(),
+            _ => unreachable!(),
+        }
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn program(var: &str, names: &[&str]) -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "browser tests need Debian's chromium and chromedriver, and {} is not on PATH: \
-                 run `apt-get install chromium chromium-driver` (.ci/run does), or set {var}",
+                 run `apt-get install chromium chromium-driver` (scripts/test.sh does), or set {var}",
                 names[0]
             )
         })

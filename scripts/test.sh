@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, also on a fresh machine: installs what the tests
+# start (Debian packages, when missing and running as root), then runs every
+# test. A test whose tool is still missing fails and says what to install.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p palaver-hub`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests run: one line each, the command that proves it installed.
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)     # cluster tests spawn their own
+command -v haproxy >/dev/null || need_apt+=(haproxy)               # load balancer tests (deploy/haproxy.cfg)
+command -v chromium >/dev/null || need_apt+=(chromium)             # browser tests (headless)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)  # and their WebDriver
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "missing: ${need_apt[*]} — install them (apt-get install ${need_apt[*]}) or run this as root;" \
+      "the tests that need them will fail" >&2
+  fi
+fi
+
+# Installs of other kinds (npm, pip, ...) go here, one block each.
+
+cargo test --workspace "$@"
