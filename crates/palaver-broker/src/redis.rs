@@ -24,6 +24,10 @@
 //! | channel | carries |
 //! |---------|---------|
 //! | `{prefix}:room:{<room>}` | JSON [`Envelope`]s: messages (in seq order) and presence events |
+//! | `{prefix}:control` | JSON [`Control`](crate::Control) orders for every node (`control`) |
+//!
+//! The cluster directory (live nodes, their reports and active rooms) has
+//! its own keys, listed in `directory`.
 //!
 //! The four history keys share one TTL (`room_ttl`, default 7 days) that
 //! publishes refresh (reads too, when less than half is left); an idle room
@@ -42,8 +46,12 @@
 //! - `history`: head and history reads, coalesced by `flight`.
 //! - `presence`: cluster-wide presence with expiring entries.
 //! - `stats`: counters for metrics ([`RedisStats`]).
+//! - `control`: the node-control channel (server API orders to every node).
+//! - `directory`: node reports and the index of active rooms (server API).
 
 mod connections;
+mod control;
+mod directory;
 mod flight;
 mod history;
 mod keys;
@@ -69,6 +77,7 @@ use tracing::{info, warn};
 pub use self::stats::{RedisStats, RedisStatsSnapshot};
 use self::{
     connections::CommandPool,
+    directory::Directory,
     flight::SingleFlight,
     history::Read,
     keys::{RoomKeys, idempotency_member, message_envelope_parts},
@@ -79,6 +88,7 @@ use self::{
 };
 use crate::{
     broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
+    cluster::{Control, NodeReport, RoomsPage},
     util::{new_epoch, now_ms},
 };
 
@@ -110,6 +120,10 @@ pub struct RedisConfig {
     pub connections: usize,
     /// How often the pub/sub connection is pinged to detect a silent failure. Default 1 s.
     pub heartbeat: Duration,
+    /// A node's report (and its list of active rooms) expires this long
+    /// after it was written, so dead nodes leave the directory. The gateway
+    /// reports every third of it. Default 6 s.
+    pub report_ttl: Duration,
     /// Cancelling it stops the broker's background tasks (dropping the broker does too).
     pub shutdown: CancellationToken,
 }
@@ -128,6 +142,7 @@ impl RedisConfig {
             max_concurrent_reads: 64,
             connections: 4,
             heartbeat: Duration::from_secs(1),
+            report_ttl: Duration::from_secs(6),
             shutdown: CancellationToken::new(),
         }
     }
@@ -146,6 +161,7 @@ impl fmt::Debug for RedisConfig {
             .field("max_concurrent_reads", &self.max_concurrent_reads)
             .field("connections", &self.connections)
             .field("heartbeat", &self.heartbeat)
+            .field("report_ttl", &self.report_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +191,7 @@ struct Core {
     member_reads: Arc<SingleFlight<RoomName, Vec<UserName>>>,
     read_permits: Semaphore,
     stats: RedisStats,
+    directory: Directory,
 }
 
 impl Core {
@@ -286,6 +303,7 @@ impl RedisBroker {
             member_reads: SingleFlight::new(),
             read_permits: Semaphore::new(config.max_concurrent_reads.max(1)),
             stats: RedisStats::default(),
+            directory: Directory::default(),
             config: RedisConfig {
                 history_max: config.history_max.max(1),
                 presence_ttl: config.presence_ttl.max(Duration::from_millis(100)),
@@ -393,6 +411,26 @@ impl Broker for RedisBroker {
 
     fn is_ready(&self) -> bool {
         self.core.bus.is_up()
+    }
+
+    async fn report(&self, report: NodeReport) -> Result<(), BrokerError> {
+        self.core.report(&report).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeReport>, BrokerError> {
+        self.core.nodes().await
+    }
+
+    async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<RoomsPage, BrokerError> {
+        self.core.rooms(after, limit).await
+    }
+
+    async fn control(&self, order: Control) -> Result<u64, BrokerError> {
+        self.core.publish_control(&order).await
     }
 }
 

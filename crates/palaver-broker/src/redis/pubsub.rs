@@ -10,7 +10,8 @@
 //! anyone still waiting on the old gate sees that and starts over.
 //!
 //! One supervisor task owns the connection. It connects with exponential
-//! backoff and jitter, re-subscribes every room with interest (holding their
+//! backoff and jitter, subscribes the node-control channel (`control`),
+//! re-subscribes every room with interest (holding their
 //! gates, so no concurrent leave is undone), tells the inbox the bus is back,
 //! then reads: each payload is parsed as an [`Envelope`] and delivered in
 //! channel order. A `PING` every heartbeat detects a connection that died
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    Core,
+    Core, control,
     keys::{channel, room_in_channel},
     stats::add,
 };
@@ -216,7 +217,13 @@ pub(crate) async fn supervise(
             Ok(Ok(pubsub)) => {
                 let (sink, mut stream) = pubsub.split();
                 *core.bus.sink.lock() = Some(sink.clone());
-                match core.bus.resubscribe(&sink).await {
+                // Node-control orders reach every node, whatever its rooms.
+                let limit = core.config.command_timeout;
+                let subscribed = match control::subscribe(&core.config.prefix, &sink, limit).await {
+                    Ok(()) => core.bus.resubscribe(&sink).await,
+                    Err(e) => Err(e),
+                };
+                match subscribed {
                     Ok(rooms) => {
                         core.bus.up.store(true, Ordering::Release);
                         if connected_before {
@@ -310,6 +317,10 @@ impl Core {
     /// anything that is not an envelope of the channel's room.
     fn receive(&self, message: &Msg) {
         let channel = message.get_channel_name();
+        if control::is_control(&self.config.prefix, channel) {
+            self.receive_control(message.get_payload_bytes());
+            return;
+        }
         match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
             Ok(envelope)
                 if room_in_channel(&self.config.prefix, channel)

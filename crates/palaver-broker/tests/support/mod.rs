@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use palaver_broker::{Draft, Inbox, RedisBroker, RedisConfig};
+use palaver_broker::{Control, Draft, Inbox, RedisBroker, RedisConfig};
 use palaver_protocol::{BusEvent, ClientMessageId, Envelope, PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
 
@@ -115,6 +115,7 @@ fn free_port() -> u16 {
 pub struct Recorder {
     events: Mutex<Vec<Envelope>>,
     states: Mutex<Vec<bool>>,
+    controls: Mutex<Vec<Control>>,
 }
 
 impl Inbox for Recorder {
@@ -124,6 +125,10 @@ impl Inbox for Recorder {
 
     fn bus_state(&self, up: bool) {
         self.states.lock().push(up);
+    }
+
+    fn control(&self, order: Control) {
+        self.controls.lock().push(order);
     }
 }
 
@@ -162,6 +167,12 @@ impl Recorder {
     /// Every `bus_state` call so far.
     pub fn states(&self) -> Vec<bool> {
         self.states.lock().clone()
+    }
+
+    /// Every control order received so far.
+    #[allow(dead_code)] // used by tests/directory.rs only
+    pub fn controls(&self) -> Vec<Control> {
+        self.controls.lock().clone()
     }
 }
 
