@@ -8,7 +8,7 @@ use palaver_protocol::{
     UserName,
 };
 
-use crate::cluster::{Control, NodeReport, RoomsPage};
+use crate::cluster::{ClusterReport, Control, NodeReport, RoomsPage};
 
 /// Where a broker delivers the events of subscribed rooms (the node's hub).
 ///
@@ -153,8 +153,8 @@ pub trait Broker: Send + Sync + 'static {
     /// refreshed, so a dead node drops out of [`Broker::nodes`] on its own.
     async fn report(&self, report: NodeReport) -> Result<(), BrokerError>;
 
-    /// The latest report of every live node, sorted by node id.
-    async fn nodes(&self) -> Result<Vec<NodeReport>, BrokerError>;
+    /// Every live node's latest report, and the distinct active rooms.
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError>;
 
     /// Active rooms (members on some node) named after `after`, ascending,
     /// at most `limit` (capped at [`crate::cluster::MAX_ROOMS_PAGE`]).

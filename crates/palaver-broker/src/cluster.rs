@@ -25,6 +25,16 @@ pub struct NodeReport {
     pub at_ms: u64,
 }
 
+/// The cluster as the directory sees it: every live node's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterReport {
+    /// The latest report of every live node, sorted by node id.
+    pub nodes: Vec<NodeReport>,
+    /// Distinct rooms with members on some node (a room served by two
+    /// nodes counts once).
+    pub rooms: u64,
+}
+
 /// An active room: members somewhere in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {

@@ -19,5 +19,5 @@ pub mod util;
 
 pub use self::redis::{RedisBroker, RedisConfig, RedisStats, RedisStatsSnapshot};
 pub use broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead};
-pub use cluster::{Control, NodeReport, RoomSummary, RoomsPage};
+pub use cluster::{ClusterReport, Control, NodeReport, RoomSummary, RoomsPage};
 pub use memory::MemoryBroker;

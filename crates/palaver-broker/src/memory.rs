@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::{
     broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
-    cluster::{Control, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
+    cluster::{ClusterReport, Control, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
     util::{new_epoch, now_ms},
 };
 
@@ -217,8 +217,9 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn nodes(&self) -> Result<Vec<NodeReport>, BrokerError> {
-        Ok(self.report.lock().iter().cloned().collect())
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
+        let nodes = self.report.lock().iter().cloned().collect();
+        Ok(ClusterReport { nodes, rooms: self.presence.lock().len() as u64 })
     }
 
     async fn rooms(

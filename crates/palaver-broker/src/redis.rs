@@ -88,7 +88,7 @@ use self::{
 };
 use crate::{
     broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
-    cluster::{Control, NodeReport, RoomsPage},
+    cluster::{ClusterReport, Control, NodeReport, RoomsPage},
     util::{new_epoch, now_ms},
 };
 
@@ -417,7 +417,7 @@ impl Broker for RedisBroker {
         self.core.report(&report).await
     }
 
-    async fn nodes(&self) -> Result<Vec<NodeReport>, BrokerError> {
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
         self.core.nodes().await
     }
 

@@ -22,14 +22,15 @@ async fn nodes_report_and_dead_nodes_drop_out() {
     let (a, b) = (node_with(&server, "a", short).await, node_with(&server, "b", short).await);
     a.broker.report(report("a", 3)).await.expect("report a");
     b.broker.report(report("b", 4)).await.expect("report b");
-    let nodes = a.broker.nodes().await.expect("nodes");
-    assert_eq!(nodes, vec![report("a", 3), report("b", 4)]);
+    let cluster = a.broker.nodes().await.expect("nodes");
+    assert_eq!(cluster.nodes, vec![report("a", 3), report("b", 4)]);
+    assert_eq!(cluster.rooms, 0);
     // b stops reporting (as if it died); a keeps going.
     eventually("b's report expired", 10, || {
         let broker = a.broker.clone();
         async move {
             broker.report(report("a", 5)).await.expect("report a");
-            broker.nodes().await.expect("nodes") == vec![report("a", 5)]
+            broker.nodes().await.expect("nodes").nodes == vec![report("a", 5)]
         }
     })
     .await;
@@ -54,6 +55,7 @@ async fn rooms_merge_every_node_and_page_by_name() {
         page.rooms.iter().map(|r| (r.room.to_string(), r.members)).collect();
     assert_eq!(listed, vec![("r1".into(), 1), ("r2".into(), 2), ("r3".into(), 1)]);
     assert!(page.more);
+    assert_eq!(a.broker.nodes().await.expect("nodes").rooms, 4, "r2 counts once");
     let rest = a.broker.rooms(Some(&room("r3")), 3).await.expect("rooms");
     assert_eq!(rest.rooms.iter().map(|r| r.room.as_str()).collect::<Vec<_>>(), vec!["r4"]);
     assert!(!rest.more);

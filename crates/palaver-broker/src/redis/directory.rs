@@ -7,6 +7,7 @@
 //! | `{prefix}:nodes` | zset | node id -> expiry of its report (ms, Redis clock) |
 //! | `{prefix}:node:{<node>}` | string | the node's latest [`NodeReport`] (JSON), `PX report_ttl` |
 //! | `{prefix}:node:{<node>}:rooms` | zset | rooms with local members (all scores 0, read by lex), `PX report_ttl` |
+//! | `{prefix}:nodes:union` | zset | scratch key of the distinct-rooms count, deleted by the same script |
 //!
 //! Each node writes only its own keys, with one script per report (every
 //! third of `report_ttl`); its room list is rewritten only when it changed
@@ -28,7 +29,7 @@ use super::{
 };
 use crate::{
     broker::BrokerError,
-    cluster::{MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
+    cluster::{ClusterReport, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
 };
 
 /// Shared prologue: the Redis clock in ms, and the live nodes.
@@ -79,22 +80,29 @@ return 1
     )
 });
 
-/// The live nodes' reports.
+/// The live nodes' reports, and how many distinct rooms their lists hold
+/// (a union into a scratch key: O(active rooms), for dashboards).
 ///
-/// KEYS: nodes zset. ARGV: key prefix of reports (`{prefix}:node:{`).
-/// Returns the reports' JSON.
+/// KEYS: nodes zset, scratch key. ARGV: key prefix of reports (`{prefix}:node:{`).
+/// Returns `{distinct rooms, report JSON, ...}`.
 static NODES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LIVE_NODES}{}",
         r#"
-local reports = {}
+local out = {0}
+local lists = {}
 for _, node in ipairs(nodes) do
   local report = redis.call('GET', ARGV[1] .. node .. '}')
   if report then
-    reports[#reports + 1] = report
+    out[#out + 1] = report
   end
+  lists[#lists + 1] = ARGV[1] .. node .. '}:rooms'
 end
-return reports
+if #lists > 0 then
+  out[1] = redis.call('ZUNIONSTORE', KEYS[2], #lists, unpack(lists))
+  redis.call('DEL', KEYS[2])
+end
+return out
 "#
     ))
 });
@@ -206,15 +214,20 @@ impl Core {
     }
 
     /// See [`crate::Broker::nodes`].
-    pub(crate) async fn nodes(&self) -> Result<Vec<NodeReport>, BrokerError> {
+    pub(crate) async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
         let prefix = &self.config.prefix;
+        let nodes_key = nodes_key(prefix);
         let mut invocation = NODES.prepare_invoke();
-        invocation.key(nodes_key(prefix)).arg(node_key_head(prefix));
-        let reports: Vec<String> = self
+        invocation.key(&nodes_key).key(format!("{nodes_key}:union")).arg(node_key_head(prefix));
+        let reply: Vec<Value> = self
             .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
+        let corrupt = || BrokerError::Corrupt("unexpected nodes reply".into());
+        let (rooms, reports) = reply.split_first().ok_or_else(corrupt)?;
+        let rooms = integer(rooms).ok_or_else(corrupt)?;
         let mut nodes: Vec<NodeReport> = reports
             .iter()
+            .filter_map(text)
             .filter_map(|json| match serde_json::from_str(json) {
                 Ok(report) => Some(report),
                 Err(e) => {
@@ -224,7 +237,7 @@ impl Core {
             })
             .collect();
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
-        Ok(nodes)
+        Ok(ClusterReport { nodes, rooms })
     }
 
     /// See [`crate::Broker::rooms`].
