@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod mint;
 pub mod origin;
 pub mod ratelimit;
+pub mod registry;
 pub mod security;
 pub mod server;
 pub mod session;

@@ -13,7 +13,7 @@ use axum::{
 use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
 use palaver_hub::Hub;
 
-use crate::{app::App, config::Config, inbox::HubInbox, web};
+use crate::{app::App, config::Config, inbox::HubInbox, registry::Registry, web};
 
 /// The broker the config asks for: Redis when `--redis-url` is set, else memory.
 pub struct Backend {
@@ -24,8 +24,13 @@ pub struct Backend {
 }
 
 /// Builds the broker the config asks for.
-async fn backend(config: &Config, node_id: &str, hub: &Arc<Hub>) -> anyhow::Result<Backend> {
-    let inbox = Arc::new(HubInbox(hub.clone()));
+async fn backend(
+    config: &Config,
+    node_id: &str,
+    hub: &Arc<Hub>,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Backend> {
+    let inbox = Arc::new(HubInbox { hub: hub.clone(), registry: registry.clone() });
     let Some(url) = &config.redis_url else {
         let broker = Arc::new(MemoryBroker::new(inbox, config.history_size));
         return Ok(Backend { broker, redis: None });
@@ -113,12 +118,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     crate::security::check(&config)?;
     let node_id = config.resolve_node_id();
     let hub = Arc::new(Hub::with_presence_batch_above(config.presence_batch_above));
-    let backend = backend(&config, &node_id, &hub).await?;
+    let registry = Arc::new(Registry::default());
+    let backend = backend(&config, &node_id, &hub, &registry).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(config, node_id.clone(), hub, backend));
+    let app = Arc::new(App::new(config, node_id.clone(), hub, registry, backend));
     // The line tests and scripts wait for; keep its shape.
     println!("palaver listening on http://{addr} node={node_id}");
     tracing::info!(%addr, node = %node_id, "listening");
