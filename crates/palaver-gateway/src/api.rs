@@ -114,3 +114,71 @@ async fn authorize(State(app): State<Arc<App>>, request: Request, next: Next) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    use super::*;
+
+    fn spec() -> Yaml {
+        YamlLoader::load_from_str(SPEC).expect("the spec is YAML").remove(0)
+    }
+
+    #[test]
+    fn every_route_is_in_the_spec_and_every_spec_path_is_routed() {
+        let spec = spec();
+        assert_eq!(spec["openapi"].as_str(), Some("3.1.0"));
+        let mut documented = BTreeSet::new();
+        for (path, item) in spec["paths"].as_hash().expect("paths") {
+            for (method, _) in item.as_hash().expect("path item") {
+                let path = path.as_str().expect("path").to_owned();
+                documented.insert((method.as_str().expect("method").to_owned(), path));
+            }
+        }
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .into_iter()
+            .chain([SPEC_ROUTE])
+            .map(|(method, path)| (method.to_owned(), format!("{PREFIX}{path}")))
+            .collect();
+        assert_eq!(routed, documented);
+        for (method, path) in ROUTES {
+            let operation = &spec["paths"][format!("{PREFIX}{path}").as_str()][method];
+            assert!(!operation["responses"]["401"].is_badvalue(), "{method} {path} documents 401");
+        }
+    }
+
+    #[test]
+    fn every_error_code_the_api_sends_is_in_the_spec() {
+        let spec = spec();
+        let listed: BTreeSet<&str> =
+            spec["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+                .as_vec()
+                .expect("error code enum")
+                .iter()
+                .map(|code| code.as_str().expect("a string"))
+                .collect();
+        for code in &listed {
+            let known = serde_json::from_value::<ErrorCode>(serde_json::json!(code)).is_ok()
+                || ApiCode::ALL.iter().any(|c| c.as_str() == *code);
+            assert!(known, "{code} in the spec is no error code");
+        }
+        let sent = [
+            ErrorCode::BadJson,
+            ErrorCode::MissingField,
+            ErrorCode::InvalidField,
+            ErrorCode::InvalidRoom,
+            ErrorCode::InvalidId,
+            ErrorCode::EmptyText,
+            ErrorCode::TextTooLong,
+            ErrorCode::RateLimited,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        for code in sent.iter().map(|c| c.as_str()).chain(ApiCode::ALL.iter().map(|c| c.as_str())) {
+            assert!(listed.contains(code), "{code} is missing from the spec");
+        }
+    }
+}
