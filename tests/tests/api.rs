@@ -328,3 +328,54 @@ async fn guests_cannot_take_the_api_users_name() {
     }
     assert_eq!(upgrade_status(node.addr, "/ws?name=systems", &[]).await.expect("upgrade"), 101);
 }
+
+/// Runs `palaver <args>` to completion: (success, stdout, stderr).
+fn palaver(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(palaver_tests::node::binary())
+        .args(args)
+        .env_remove("PALAVER_API_KEY")
+        .output()
+        .expect("run palaver");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_publishes_reads_history_and_disconnects() {
+    let redis = RedisServer::start();
+    let (a, b) = cluster(&redis, &[]);
+    let mut zoe = WsClient::connect(&b.ws_url("Zo%C3%AB%202")).await;
+    zoe.join("ops").await;
+    let url = format!("http://{}", a.addr);
+    let base = ["--url", url.as_str(), "--api-key", KEY];
+    let run = |command: &str, rest: &[&str]| {
+        let mut args = vec![command];
+        args.extend_from_slice(&base);
+        args.extend_from_slice(rest);
+        palaver(&args)
+    };
+
+    let (ok, out, err) = run("publish", &["ops", "deploy 42 finished", "--id", "deploy-42"]);
+    assert!(ok, "{err}");
+    let published: Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!((&published["seq"], &published["duplicate"]), (&json!(1), &json!(false)));
+    assert_eq!(zoe.messages("ops", 1).await, vec![(1, "deploy 42 finished".to_owned())]);
+    let (_, out, _) = run("publish", &["ops", "deploy 42 finished", "--id", "deploy-42"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("JSON")["duplicate"], true);
+
+    let (ok, out, err) = run("history", &["ops", "--limit", "5"]);
+    assert!(ok, "{err}");
+    let page: Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(page["messages"][0]["text"], "deploy 42 finished");
+
+    let (ok, _, err) = run("disconnect", &["Zoë 2", "--reason", "maintenance"]);
+    assert!(ok, "{err}");
+    assert_eq!(zoe.ended(PATIENCE).await, Ended::Closed(4002));
+
+    // Errors carry the API's code, on stderr, with a failing exit status.
+    let (ok, _, err) = run("publish", &["no spaces allowed", "x"]);
+    assert!(!ok && err.contains("invalid_room"), "{err}");
+    let (ok, _, err) =
+        palaver(&["history", "ops", "--url", &url, "--api-key", "wrong-key-0123456789"]);
+    assert!(!ok && err.contains("unauthorized"), "{err}");
+}

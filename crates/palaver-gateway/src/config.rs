@@ -18,7 +18,7 @@ use crate::{
     name = "palaver",
     version,
     about = "Palaver chat gateway node",
-    after_help = "Mint an access token: palaver token --help"
+    after_help = "Mint an access token: palaver token --help\nCall a node's server API: palaver publish|history|disconnect --help"
 )]
 pub struct Config {
     /// Address to listen on (use port 0 for an ephemeral port).

@@ -16,6 +16,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod directory;
