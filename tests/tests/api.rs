@@ -379,3 +379,50 @@ async fn the_cli_publishes_reads_history_and_disconnects() {
         palaver(&["history", "ops", "--url", &url, "--api-key", "wrong-key-0123456789"]);
     assert!(!ok && err.contains("unauthorized"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_publish_is_one_trace_with_the_fan_out_on_every_node() {
+    use palaver_tests::otlp::OtlpReceiver;
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let endpoint = receiver.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let url = redis.url();
+    let start = |id: &str| {
+        let args = ["--redis-url", url.as_str(), "--node-id", id, "--api-key", KEY];
+        Node::start_with_env("127.0.0.1:0", &args, &env)
+    };
+    let (a, b) = (start("api-a"), start("api-b"));
+    let mut bob = WsClient::connect(&b.ws_url("bob")).await;
+    bob.join("traced").await;
+    let api = ApiClient::new(a.addr, Some(KEY));
+    let answer = api.post("/api/v1/rooms/traced/messages", &json!({"text": "t", "id": "t1"})).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(bob.messages("traced", 1).await[0].1, "t");
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let spans = receiver.spans();
+        let publish = spans.iter().find(|s| s.name == "publish" && s.instance == "api-a");
+        let delivered_on_b = publish.is_some_and(|publish| {
+            spans.iter().any(|s| {
+                s.name == "deliver"
+                    && s.instance == "api-b"
+                    && s.trace_id == publish.trace_id
+                    && s.parent_span_id == publish.span_id
+            })
+        });
+        if delivered_on_b {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no publish span on api-a with a deliver child on api-b: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
