@@ -24,6 +24,7 @@
 #   FUZZ_SEED=...                      reproduce a run
 #   FUZZ_DIR=target/api-fuzz           virtualenv, node logs and reports
 #   FUZZ_PYTHON=python3                interpreter for the virtualenv
+#   FUZZ_SCHEMATHESIS=...              a schemathesis already installed (no venv, no PyPI)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,12 +35,17 @@ examples=${FUZZ_MAX_EXAMPLES:-50}
 limit=${FUZZ_TIMEOUT:-600}
 mkdir -p "$dir"
 
-if ! command -v "$python" >/dev/null; then
+venv=$dir/venv
+schemathesis=${FUZZ_SCHEMATHESIS:-$venv/bin/schemathesis}
+if [ -z "${FUZZ_SCHEMATHESIS:-}" ] && ! command -v "$python" >/dev/null; then
     echo "api-fuzz: $python not found; install Python 3 with venv and pip (Debian: apt-get install python3 python3-venv python3-pip)" >&2
     exit 2
 fi
-venv=$dir/venv
-if [ ! -x "$venv/bin/schemathesis" ]; then
+if [ -n "${FUZZ_SCHEMATHESIS:-}" ] && [ ! -x "$schemathesis" ]; then
+    echo "api-fuzz: FUZZ_SCHEMATHESIS=$schemathesis is not executable" >&2
+    exit 2
+fi
+if [ ! -x "$schemathesis" ]; then
     echo "api-fuzz: installing schemathesis into $venv" >&2
     if ! "$python" -m venv "$venv"; then
         echo "api-fuzz: cannot create a virtualenv; install python3-venv" >&2
@@ -78,7 +84,7 @@ echo "api-fuzz: fuzzing http://$addr (log: $log)" >&2
 seed=()
 [ -n "${FUZZ_SEED:-}" ] && seed=(--seed "$FUZZ_SEED")
 status=0
-timeout "$limit" "$venv/bin/schemathesis" run "http://$addr/api/v1/openapi.yaml" \
+timeout "$limit" "$schemathesis" run "http://$addr/api/v1/openapi.yaml" \
     --header "Authorization: Bearer $key" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --max-examples "$examples" \
