@@ -84,6 +84,8 @@ echo "api-fuzz: fuzzing http://$addr (log: $log)" >&2
 seed=()
 [ -n "${FUZZ_SEED:-}" ] && seed=(--seed "$FUZZ_SEED")
 status=0
+# schemathesis keeps a cache (.schemathesis/) in its working directory: keep it under target/.
+cd "$dir"
 timeout "$limit" "$schemathesis" run "http://$addr/api/v1/openapi.yaml" \
     --header "Authorization: Bearer $key" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
