@@ -24,6 +24,8 @@ pub const BROWSER_PATIENCE: Duration = Duration::from_secs(30);
 /// One browser session showing the chat page.
 pub struct Browser {
     client: Client,
+    /// The `chromedriver` this session runs under, for its Chromium-only commands.
+    driver_port: u16,
 }
 
 /// A message as the page's state holds it.
@@ -38,8 +40,8 @@ pub struct Shown {
 }
 
 impl Browser {
-    pub(crate) fn new(client: Client) -> Browser {
-        Browser { client }
+    pub(crate) fn new(client: Client, driver_port: u16) -> Browser {
+        Browser { client, driver_port }
     }
 
     /// The WebDriver client, for what the helpers below do not cover.
@@ -207,6 +209,19 @@ impl Browser {
     pub async fn connection_states(&self) -> Vec<String> {
         let states = self.eval("window.__connStates || []").await;
         serde_json::from_value(states).expect("an array of strings")
+    }
+
+    /// Takes the browser off the network or puts it back (Chromium's network
+    /// emulation: `navigator.onLine` changes and the page gets `offline` /
+    /// `online` events, as when a laptop loses its Wi-Fi).
+    pub async fn set_offline(&self, offline: bool) {
+        let session = self.client.session_id().await.ok().flatten().expect("a session id");
+        let body = json!({ "network_conditions": {
+            "offline": offline, "latency": 0, "download_throughput": -1, "upload_throughput": -1,
+        }});
+        let path = format!("/session/{session}/chromium/network_conditions");
+        let status = driver::post(self.driver_port, &path, &body.to_string()).await;
+        assert_eq!(status, 200, "chromedriver refused {path}");
     }
 
     /// A PNG of the viewport.

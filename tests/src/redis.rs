@@ -15,6 +15,8 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
+    /// Extra `redis-server` arguments (persistence settings), kept for restarts.
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -24,9 +26,16 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server without persistence on a free port.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra arguments, e.g. `["--appendonly", "yes"]`
+    /// (they override the defaults; restarts keep them).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("palaver-redis-{}", free_port()));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = RedisServer { child: None, port: free_port(), dir };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = RedisServer { child: None, port: free_port(), dir, extra };
         server.spawn();
         server
     }
@@ -36,6 +45,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--dir"])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -58,6 +68,44 @@ impl RedisServer {
     pub fn stop_keeping_data(&mut self) {
         let _ = self.command(&["SAVE"]);
         self.kill();
+    }
+
+    /// Writes an RDB snapshot now (`SAVE`): a later [`RedisServer::crash`] and
+    /// [`RedisServer::restart`] come back exactly as of this moment, behind
+    /// every write acknowledged since (what an RDB-only Redis does).
+    pub fn snapshot(&self) {
+        assert_eq!(self.command(&["SAVE"]).as_deref(), Some("+OK"), "SAVE failed");
+    }
+
+    /// Kills the server with SIGKILL, keeping whatever it persisted (a crash).
+    pub fn crash(&mut self) {
+        self.kill();
+    }
+
+    /// Copies the server's persisted files (RDB and AOF directory) aside, as
+    /// the disk would hold them if only what was written so far had reached
+    /// it: [`RedisServer::crash_to_checkpoint`] brings the server back there.
+    pub fn checkpoint(&self) {
+        let saved = self.dir.join("checkpoint");
+        let _ = std::fs::remove_dir_all(&saved);
+        std::fs::create_dir_all(&saved).expect("checkpoint dir");
+        copy_tree(&self.dir, &saved, "checkpoint");
+    }
+
+    /// SIGKILL, then the persisted files roll back to the last checkpoint and
+    /// the server restarts from them: what a machine crash does to an
+    /// `appendfsync everysec` Redis (the page cache's last second is gone).
+    pub fn crash_to_checkpoint(&mut self) {
+        self.kill();
+        let saved = self.dir.join("checkpoint");
+        for entry in std::fs::read_dir(&self.dir).expect("redis dir").flatten() {
+            if entry.file_name() != "checkpoint" {
+                let path = entry.path();
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
+        }
+        copy_tree(&saved, &self.dir, "");
+        self.spawn();
     }
 
     /// Kills the server and deletes its data (Redis restarted empty).
@@ -102,6 +150,22 @@ impl RedisServer {
         let reply = self.command(&["PUBSUB", "NUMSUB", channel]).unwrap_or_default();
         // *2\r\n$len\r\nchannel\r\n:N\r\n
         reply.lines().find_map(|l| l.strip_prefix(':')).and_then(|n| n.parse().ok()).unwrap_or(-1)
+    }
+}
+
+/// Copies the files and directories of `from` into `to`, skipping `skip`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path, skip: &str) {
+    for entry in std::fs::read_dir(from).expect("readable dir").flatten() {
+        if entry.file_name() == skip {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::create_dir_all(&target).expect("copy dir");
+            copy_tree(&entry.path(), &target, "");
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
     }
 }
 

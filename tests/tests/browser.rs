@@ -1,7 +1,7 @@
 //! The web chat in a real browser (headless Debian `chromium` over
 //! `chromedriver`), against real `palaver` nodes: one node, two nodes sharing
-//! a Redis, a node killed under a browser, hostile message text, and the
-//! README's screenshot.
+//! a Redis, a node killed under a browser, a browser that goes offline,
+//! hostile message text, and the README's screenshot.
 
 use std::path::PathBuf;
 
@@ -126,6 +126,33 @@ async fn a_browser_whose_node_is_killed_reconnects_to_another_and_misses_nothing
     assert!(states[down..].iter().any(|s| s == "connected"), "connected again: {states:?}");
     // Recovered from history, so no "messages may be missing" notice.
     assert_eq!(bob.eval("document.getElementById('room-notice').hidden").await, true);
+}
+
+#[tokio::test]
+async fn a_browser_that_goes_offline_says_so_and_catches_up_once_back_online() {
+    let node = Node::start(&[]);
+    let driver = ChromeDriver::start().await;
+    let (ann, bob) = ann_and_bob_in_lobby(&driver, &node.url("/"), &node.url("/")).await;
+    ann.say("before").await;
+    bob.wait_messages("lobby", 1).await;
+
+    // The browser's `offline` event drops the socket at once (no waiting for
+    // TCP to notice) and no reconnect is tried until `online`.
+    bob.set_offline(true).await;
+    bob.wait_text("#conn-state", "offline").await;
+    ann.say("while offline").await;
+    assert_eq!(bob.messages("lobby").await.len(), 1, "bob cannot have heard it");
+    bob.set_offline(false).await;
+    bob.wait_for(
+        "bob back in lobby",
+        "(() => { const s = window.palaver.state();
+            return s.connection === 'connected' && s.rooms.lobby.joined; })()",
+    )
+    .await;
+    ann.say("after").await;
+    let expected = vec![(1, "ann", "before"), (2, "ann", "while offline"), (3, "ann", "after")];
+    assert_eq!(rows(&bob.wait_messages("lobby", 3).await), expected, "once each, in order");
+    assert_eq!(rows(&bob.shown().await), expected);
 }
 
 #[tokio::test]

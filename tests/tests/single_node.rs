@@ -294,6 +294,9 @@ async fn serves_the_web_ui_and_health_endpoints() {
     assert!(body.contains("app.js"));
     let (status, _) = http_get(node.addr, "/app.js").await.expect("app.js");
     assert_eq!(status, 200);
+    let (status, body) = http_get(node.addr, "/palaver-client.js").await.expect("the client");
+    assert_eq!(status, 200);
+    assert!(body.contains("export {"), "an ES module");
     let (status, body) = http_get(node.addr, "/healthz").await.expect("healthz");
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, _) = http_get(node.addr, "/ws?name=%3Cscript%3E").await.expect("bad name");

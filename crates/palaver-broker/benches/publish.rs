@@ -29,6 +29,7 @@ fn publish(c: &mut Criterion) {
                 user: user.clone(),
                 text: "hello there, how is everyone today?".into(),
                 trace: None,
+                witness: None,
             };
             rt.block_on(broker.publish(&room, draft)).expect("publish")
         })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use palaver_protocol::{
     ClientMessageId, Envelope, Epoch, HistoryQuery, PresenceState, RoomName, Seq, StoredMessage,
-    UserName,
+    UserName, Witness,
 };
 
 use crate::cluster::{ClusterReport, Control, NodeReport, RoomsPage};
@@ -38,6 +38,39 @@ pub struct Draft {
     pub text: String,
     /// W3C `traceparent` of the publishing span.
     pub trace: Option<String>,
+    /// The newest message the publishing node holds in the room: if Redis
+    /// no longer has it, the room moves to a new epoch before this message
+    /// is numbered, so no sequence number names two messages.
+    pub witness: Option<Witness>,
+}
+
+/// A message someone holds, shown to the store on a read so it can tell
+/// whether it lost writes (see [`Witness`]).
+///
+/// When the store no longer has the witness's message in the current epoch,
+/// it moves the room to a new epoch (announced on the bus to every node) and
+/// the read reports the new one. A client's word can be false, so evidence
+/// from a client resets a room at most once per cooldown (it cannot be used
+/// to reset a room over and over); the node's own evidence always does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Evidence {
+    /// What is held.
+    pub witness: Witness,
+    /// True when a client claims it (its `since`), false when this node
+    /// delivered it.
+    pub from_client: bool,
+}
+
+impl Evidence {
+    /// Evidence of this node's own.
+    pub fn node(witness: Witness) -> Self {
+        Evidence { witness, from_client: false }
+    }
+
+    /// Evidence a client brought.
+    pub fn client(witness: Witness) -> Self {
+        Evidence { witness, from_client: true }
+    }
 }
 
 /// The outcome of a publish.
@@ -60,6 +93,18 @@ pub struct RoomHead {
     pub head: Seq,
     /// Oldest sequence number still retained (`head + 1` when none are).
     pub first: Seq,
+    /// True when the read's [`Evidence`] names a message of `epoch` that the
+    /// store does not hold (only when a reset was refused by the cooldown:
+    /// otherwise `epoch` is already the new one). Whoever holds it cannot
+    /// resume in this epoch.
+    pub lost: bool,
+}
+
+impl RoomHead {
+    /// A head with nothing lost.
+    pub fn new(epoch: Epoch, head: Seq, first: Seq) -> Self {
+        RoomHead { epoch, head, first, lost: false }
+    }
 }
 
 /// A page of history plus where the room stands.
@@ -113,14 +158,20 @@ pub trait Broker: Send + Sync + 'static {
     /// Drops one local interest; the last one unsubscribes the node.
     async fn unsubscribe(&self, room: &RoomName);
 
-    /// Reads where the room's history stands.
-    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError>;
+    /// Reads where the room's history stands. With `evidence`, first checks
+    /// that the store still holds that message (see [`Evidence`]).
+    async fn head(
+        &self,
+        room: &RoomName,
+        evidence: Option<Evidence>,
+    ) -> Result<RoomHead, BrokerError>;
 
-    /// Reads a page of history.
+    /// Reads a page of history, checking `evidence` first as [`Broker::head`] does.
     async fn history(
         &self,
         room: &RoomName,
         query: HistoryQuery,
+        evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError>;
 
     /// Records one connection of `user` in the room; true when it is the

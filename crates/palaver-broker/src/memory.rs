@@ -15,12 +15,12 @@ use std::{
 use async_trait::async_trait;
 use palaver_protocol::{
     BusEvent, ClientMessageId, Envelope, HistoryQuery, PresenceState, RoomName, StoredMessage,
-    UserName,
+    UserName, Witness,
 };
 use parking_lot::{Mutex, RwLock};
 
 use crate::{
-    broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
+    broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
     cluster::{ClusterReport, Control, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
     util::{new_epoch, now_ms},
 };
@@ -45,7 +45,7 @@ struct RoomLog {
 impl RoomLog {
     fn new() -> Self {
         RoomLog {
-            head: RoomHead { epoch: new_epoch(), head: 0, first: 1 },
+            head: RoomHead::new(new_epoch(), 0, 1),
             ring: VecDeque::new(),
             ids: HashMap::new(),
         }
@@ -63,7 +63,33 @@ impl RoomLog {
         self.ring.push_back(msg);
     }
 
-    fn page(&self, query: HistoryQuery) -> HistoryPage {
+    /// Where the room stands for a reader showing `evidence`. Memory never
+    /// loses writes, so a witness this log does not hold is a client's
+    /// mistake: the head says `lost` and the epoch stays.
+    fn head_for(&self, evidence: Option<&Evidence>) -> RoomHead {
+        let lost = evidence.is_some_and(|e| !self.holds(&e.witness));
+        RoomHead { lost, ..self.head.clone() }
+    }
+
+    /// False when the witness names a message of this epoch that is not the
+    /// one stored at its position (or lies beyond the head).
+    fn holds(&self, witness: &Witness) -> bool {
+        if witness.epoch != self.head.epoch {
+            return true;
+        }
+        if witness.seq > self.head.head {
+            return false;
+        }
+        let Some(stored) =
+            witness.seq.checked_sub(self.head.first).and_then(|i| self.ring.get(i as usize))
+        else {
+            return true; // trimmed (or seq 0): nothing to compare
+        };
+        witness.id.as_ref().is_none_or(|id| *id == stored.id)
+            && witness.user.as_ref().is_none_or(|u| *u == stored.user)
+    }
+
+    fn page(&self, query: HistoryQuery, evidence: Option<&Evidence>) -> HistoryPage {
         let first = self.head.first;
         let index_of = |seq: u64| (seq.saturating_sub(first)) as usize;
         let (range, more) = match query {
@@ -79,7 +105,7 @@ impl RoomLog {
             }
         };
         HistoryPage {
-            head: self.head.clone(),
+            head: self.head_for(evidence),
             messages: self.ring.range(range).cloned().collect(),
             more,
         }
@@ -156,16 +182,21 @@ impl Broker for MemoryBroker {
 
     async fn unsubscribe(&self, _room: &RoomName) {}
 
-    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
-        Ok(self.room(room).lock().head.clone())
+    async fn head(
+        &self,
+        room: &RoomName,
+        evidence: Option<Evidence>,
+    ) -> Result<RoomHead, BrokerError> {
+        Ok(self.room(room).lock().head_for(evidence.as_ref()))
     }
 
     async fn history(
         &self,
         room: &RoomName,
         query: HistoryQuery,
+        evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError> {
-        Ok(self.room(room).lock().page(query))
+        Ok(self.room(room).lock().page(query, evidence.as_ref()))
     }
 
     async fn presence_join(
@@ -268,6 +299,7 @@ mod tests {
             user: UserName::parse(user).expect("valid"),
             text: format!("text {id}"),
             trace: None,
+            witness: None,
         }
     }
 
@@ -290,7 +322,7 @@ mod tests {
             .iter()
             .map(|e| match &e.event {
                 BusEvent::Message { message, .. } => message.seq,
-                BusEvent::Presence { .. } => 0,
+                _ => 0,
             })
             .collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
@@ -311,24 +343,26 @@ mod tests {
         for i in 1..=8 {
             broker.publish(&room(), draft("ann", &format!("m{i}"))).await.expect("ok");
         }
-        let head = broker.head(&room()).await.expect("ok");
+        let head = broker.head(&room(), None).await.expect("ok");
         assert_eq!((head.head, head.first), (8, 4));
         let seqs = |p: &HistoryPage| p.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
         let latest = broker
-            .history(&room(), HistoryQuery::Before { before: None, limit: 2 })
+            .history(&room(), HistoryQuery::Before { before: None, limit: 2 }, None)
             .await
             .expect("ok");
         assert_eq!((seqs(&latest), latest.more), (vec![7, 8], true));
         let older = broker
-            .history(&room(), HistoryQuery::Before { before: Some(7), limit: 10 })
+            .history(&room(), HistoryQuery::Before { before: Some(7), limit: 10 }, None)
             .await
             .expect("ok");
         assert_eq!((seqs(&older), older.more), (vec![4, 5, 6], false));
-        let after =
-            broker.history(&room(), HistoryQuery::After { after: 5, limit: 2 }).await.expect("ok");
+        let after = broker
+            .history(&room(), HistoryQuery::After { after: 5, limit: 2 }, None)
+            .await
+            .expect("ok");
         assert_eq!((seqs(&after), after.more), (vec![6, 7], true));
         let trimmed = broker
-            .history(&room(), HistoryQuery::After { after: 1, limit: 100 })
+            .history(&room(), HistoryQuery::After { after: 1, limit: 100 }, None)
             .await
             .expect("ok");
         assert_eq!(seqs(&trimmed), vec![4, 5, 6, 7, 8]);
@@ -347,6 +381,27 @@ mod tests {
         assert!(!broker.presence_leave(&room(), &ann, "s1").await.expect("ok"));
         assert!(broker.presence_leave(&room(), &ann, "s2").await.expect("ok"));
         assert!(broker.members(&room()).await.expect("ok").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_witness_it_does_not_hold_is_reported_lost() {
+        use palaver_protocol::Witness;
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 10);
+        for i in 1..=3 {
+            broker.publish(&room(), draft("ann", &format!("m{i}"))).await.expect("ok");
+        }
+        let epoch = broker.head(&room(), None).await.expect("ok").epoch;
+        let claim = |seq, id: &str| {
+            Some(Evidence::client(Witness {
+                epoch: epoch.clone(),
+                seq,
+                id: Some(ClientMessageId::parse(id).expect("valid")),
+                user: None,
+            }))
+        };
+        assert!(!broker.head(&room(), claim(3, "m3")).await.expect("ok").lost);
+        assert!(broker.head(&room(), claim(3, "m9")).await.expect("ok").lost);
+        assert!(broker.head(&room(), claim(4, "m4")).await.expect("ok").lost);
     }
 
     #[tokio::test]

@@ -80,14 +80,14 @@ use self::{
     directory::Directory,
     flight::SingleFlight,
     history::Read,
-    keys::{RoomKeys, idempotency_member, message_envelope_parts},
+    keys::{RoomKeys, idempotency_member, message_envelope_parts, reset_envelope_head},
     presence::LocalPresence,
     pubsub::Bus,
     scripts::{Scripts, decode_publish},
     stats::add,
 };
 use crate::{
-    broker::{Broker, BrokerError, Draft, HistoryPage, Inbox, Published, RoomHead},
+    broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
     cluster::{ClusterReport, Control, NodeReport, RoomsPage},
     util::{new_epoch, now_ms},
 };
@@ -120,6 +120,10 @@ pub struct RedisConfig {
     pub connections: usize,
     /// How often the pub/sub connection is pinged to detect a silent failure. Default 1 s.
     pub heartbeat: Duration,
+    /// After a lost-write reset of a room, evidence from clients cannot reset
+    /// it again for this long (a client could otherwise claim messages that
+    /// never existed and reset a room at will). Default 10 s.
+    pub reset_cooldown: Duration,
     /// A node's report (and its list of active rooms) expires this long
     /// after it was written, so dead nodes leave the directory. The gateway
     /// reports every third of it. Default 6 s.
@@ -142,6 +146,7 @@ impl RedisConfig {
             max_concurrent_reads: 64,
             connections: 4,
             heartbeat: Duration::from_secs(1),
+            reset_cooldown: Duration::from_secs(10),
             report_ttl: Duration::from_secs(6),
             shutdown: CancellationToken::new(),
         }
@@ -161,6 +166,7 @@ impl fmt::Debug for RedisConfig {
             .field("max_concurrent_reads", &self.max_concurrent_reads)
             .field("connections", &self.connections)
             .field("heartbeat", &self.heartbeat)
+            .field("reset_cooldown", &self.reset_cooldown)
             .field("report_ttl", &self.report_ttl)
             .finish_non_exhaustive()
     }
@@ -176,6 +182,9 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Identical reads (room, kind, evidence) share one Redis call.
+type ReadKey = (RoomName, Read, Option<Evidence>);
+
 /// State shared by the broker handle and its background tasks (which must
 /// not keep the handle itself alive, or dropping it would stop nothing).
 struct Core {
@@ -185,7 +194,7 @@ struct Core {
     scripts: Scripts,
     bus: Bus,
     presence: LocalPresence,
-    reads: Arc<SingleFlight<(RoomName, Read), HistoryPage>>,
+    reads: Arc<SingleFlight<ReadKey, HistoryPage>>,
     /// Member lists are O(room size): a reconnect storm into a big room would
     /// fetch the same list once per joining client without this.
     member_reads: Arc<SingleFlight<RoomName, Vec<UserName>>>,
@@ -208,25 +217,54 @@ impl Core {
         result
     }
 
-    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
-        let keys = RoomKeys::new(&self.config.prefix, room);
-        let ts = now_ms();
-        let [head, middle, tail] = message_envelope_parts(room, &draft, ts);
-        let mut invocation = self.scripts.publish.prepare_invoke();
+    /// Starts an invocation of a script with the epoch and witness rules:
+    /// its five keys and first ten arguments (see `scripts`).
+    fn room_invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        room: &RoomName,
+        keys: &RoomKeys,
+        evidence: Option<&Evidence>,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
         invocation
             .key(&keys.epoch)
             .key(&keys.seq)
             .key(&keys.stream)
             .key(&keys.ids)
+            .key(&keys.reset)
             .arg(new_epoch().as_str())
-            .arg(self.config.room_ttl.as_millis() as u64)
+            .arg(self.config.room_ttl.as_millis() as u64);
+        match evidence {
+            Some(Evidence { witness, from_client }) => invocation
+                .arg(witness.epoch.as_str())
+                .arg(witness.seq)
+                .arg(witness.id.as_ref().map_or("", |id| id.as_str()))
+                .arg(witness.user.as_ref().map_or("", |user| user.as_str()))
+                .arg(if *from_client { "1" } else { "0" }),
+            None => invocation.arg("").arg(0).arg("").arg("").arg("0"),
+        };
+        invocation
+            .arg(&keys.channel)
+            .arg(reset_envelope_head(room))
+            .arg(self.config.reset_cooldown.as_millis() as u64);
+        invocation
+    }
+
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Published, BrokerError> {
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let ts = now_ms();
+        let [head, middle, tail] = message_envelope_parts(room, &draft, ts);
+        let evidence = draft.witness.clone().map(Evidence::node);
+        let mut invocation =
+            self.room_invocation(&self.scripts.publish, room, &keys, evidence.as_ref());
+        invocation
             .arg(self.config.history_max)
             .arg(idempotency_member(&draft.user, &draft.id))
             .arg(draft.user.as_str())
             .arg(draft.id.as_str())
             .arg(&draft.text)
             .arg(ts)
-            .arg(&keys.channel)
             .arg(head)
             .arg(middle)
             .arg(tail);
@@ -375,16 +413,21 @@ impl Broker for RedisBroker {
         self.core.bus.unsubscribe(room).await
     }
 
-    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
-        Ok(self.core.read(room, Read::Head).await?.head)
+    async fn head(
+        &self,
+        room: &RoomName,
+        evidence: Option<Evidence>,
+    ) -> Result<RoomHead, BrokerError> {
+        Ok(self.core.read(room, Read::Head, evidence).await?.head)
     }
 
     async fn history(
         &self,
         room: &RoomName,
         query: HistoryQuery,
+        evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError> {
-        self.core.read(room, query.into()).await
+        self.core.read(room, query.into(), evidence).await
     }
 
     async fn presence_join(

@@ -104,12 +104,12 @@ async fn head_and_history_pages() {
     let lobby = room("lobby");
 
     // A room nobody wrote to gets a stable epoch that its first message keeps.
-    let empty = a.broker.head(&lobby).await.expect("head");
+    let empty = a.broker.head(&lobby, None).await.expect("head");
     assert_eq!((empty.head, empty.first), (0, 1));
-    assert_eq!(a.broker.head(&lobby).await.expect("head"), empty);
+    assert_eq!(a.broker.head(&lobby, None).await.expect("head"), empty);
     let page = a
         .broker
-        .history(&lobby, HistoryQuery::Before { before: None, limit: 10 })
+        .history(&lobby, HistoryQuery::Before { before: None, limit: 10 }, None)
         .await
         .expect("history");
     assert!(page.messages.is_empty() && !page.more);
@@ -118,14 +118,14 @@ async fn head_and_history_pages() {
         let p = a.broker.publish(&lobby, draft("ann", &format!("m{i}"))).await.expect("publish");
         assert_eq!((p.seq, &p.epoch), (i, &empty.epoch));
     }
-    let head = a.broker.head(&lobby).await.expect("head");
+    let head = a.broker.head(&lobby, None).await.expect("head");
     assert_eq!((head.head, head.first, &head.epoch), (10, 1, &empty.epoch));
 
     let read = |query| {
         let broker = a.broker.clone();
         let lobby = lobby.clone();
         async move {
-            let page = broker.history(&lobby, query).await.expect("history");
+            let page = broker.history(&lobby, query, None).await.expect("history");
             assert_eq!(page.head.head, 10);
             (page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), page.more)
         }
@@ -140,7 +140,8 @@ async fn head_and_history_pages() {
     assert_eq!(read(After { after: 7, limit: 3 }).await, (vec![8, 9, 10], false));
     assert_eq!(read(After { after: 10, limit: 3 }).await, (vec![], false));
 
-    let page = a.broker.history(&lobby, Before { before: None, limit: 1 }).await.expect("history");
+    let page =
+        a.broker.history(&lobby, Before { before: None, limit: 1 }, None).await.expect("history");
     let m = &page.messages[0];
     assert_eq!((m.id.as_str(), m.user.as_str(), m.text.as_str()), ("m10", "ann", "text of m10"));
     assert!(m.ts > 0);
@@ -154,13 +155,13 @@ async fn history_window_trims_messages_and_ids() {
     for i in 1..=300 {
         a.broker.publish(&lobby, draft("ann", &format!("m{i}"))).await.expect("publish");
     }
-    let head = a.broker.head(&lobby).await.expect("head");
+    let head = a.broker.head(&lobby, None).await.expect("head");
     // MAXLEN ~ trims whole stream nodes: at least 5 kept, far fewer than 300.
     assert_eq!(head.head, 300);
     assert!(head.first > 1 && head.first <= 296, "first = {}", head.first);
     let page = a
         .broker
-        .history(&lobby, HistoryQuery::After { after: 0, limit: 1000 })
+        .history(&lobby, HistoryQuery::After { after: 0, limit: 1000 }, None)
         .await
         .expect("history");
     let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
@@ -181,7 +182,7 @@ async fn identical_concurrent_reads_share_one_call() {
     a.broker.publish(&lobby, draft("ann", "m1")).await.expect("publish");
     let before = a.broker.stats().snapshot();
     let query = HistoryQuery::Before { before: None, limit: 50 };
-    let pages = join_all((0..50).map(|_| a.broker.history(&lobby, query))).await;
+    let pages = join_all((0..50).map(|_| a.broker.history(&lobby, query, None))).await;
     for page in &pages {
         let page = page.as_ref().expect("history");
         assert_eq!(page.messages.len(), 1);
@@ -321,7 +322,7 @@ async fn survives_a_redis_restart() {
     .await;
     let failed = a.broker.publish(&lobby, draft("ann", "m3")).await;
     assert!(matches!(failed, Err(BrokerError::Unavailable(_))), "{failed:?}");
-    assert!(matches!(a.broker.head(&lobby).await, Err(BrokerError::Unavailable(_))));
+    assert!(matches!(a.broker.head(&lobby, None).await, Err(BrokerError::Unavailable(_))));
     assert!(matches!(a.broker.subscribe(&room("other")).await, Err(BrokerError::Unavailable(_))));
     let inbox = a.inbox.clone();
     eventually("bus down reported", 10, || {
@@ -436,4 +437,73 @@ async fn stops_on_cancel_and_on_drop() {
     // So does dropping the broker.
     drop(b);
     eventually("b left the bus", 5, || async { server.numsub("lobby").await == 0 }).await;
+}
+
+/// The witness rule: a reader or publisher that holds a message Redis no
+/// longer has (beyond the head, or another message at its seq) moves the
+/// room to a new epoch, announced to every node; a client's word does so at
+/// most once per cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_redis_does_not_hold_resets_the_epoch_once() {
+    use palaver_broker::Evidence;
+    use palaver_protocol::{ClientMessageId, Witness};
+
+    let server = RedisServer::start();
+    let (a, b) = (node(&server, "a").await, node(&server, "b").await);
+    let lobby = room("lobby");
+    b.broker.subscribe(&lobby).await.expect("subscribe");
+    for i in 1..=3 {
+        a.broker.publish(&lobby, draft("ann", &format!("m{i}"))).await.expect("publish");
+    }
+    let e1 = a.broker.head(&lobby, None).await.expect("head").epoch;
+    let witness = |seq, id: &str, who: &str| Witness {
+        epoch: e1.clone(),
+        seq,
+        id: Some(ClientMessageId::parse(id).expect("valid")),
+        user: Some(user(who)),
+    };
+
+    // What Redis holds passes, and so does a position without identity.
+    for held in
+        [witness(3, "m3", "ann"), Witness { id: None, user: None, ..witness(2, "m2", "ann") }]
+    {
+        let head = a.broker.head(&lobby, Some(Evidence::node(held))).await.expect("head");
+        assert_eq!((head.epoch.clone(), head.head, head.lost), (e1.clone(), 3, false));
+    }
+    // Another message at seq 3 (what a Redis back from a snapshot does): reset.
+    let head = a.broker.head(&lobby, Some(Evidence::node(witness(3, "m9", "ann")))).await;
+    let e2 = head.expect("head").epoch;
+    assert_ne!(e2, e1, "a new epoch");
+    let inbox = b.inbox.clone();
+    let announced = e2.clone();
+    eventually("the reset reaches the other node", 10, || {
+        let seen = inbox
+            .events()
+            .iter()
+            .any(|e| matches!(&e.event, BusEvent::Reset { epoch } if *epoch == announced));
+        async move { seen }
+    })
+    .await;
+    // History and numbering carry on in the new epoch.
+    let next = a.broker.publish(&lobby, draft("ann", "m4")).await.expect("publish");
+    assert_eq!((next.epoch.clone(), next.seq), (e2.clone(), 4));
+
+    // A client claiming seq 9 of the new epoch (beyond the head) within the
+    // cooldown: it is told its message is lost, the room is not reset again.
+    let claim = Witness { epoch: e2.clone(), seq: 9, id: None, user: None };
+    let head = a.broker.head(&lobby, Some(Evidence::client(claim.clone()))).await.expect("head");
+    assert_eq!((head.epoch.clone(), head.lost), (e2.clone(), true));
+    // The node's own evidence is never held back.
+    let head = a.broker.head(&lobby, Some(Evidence::node(claim))).await.expect("head");
+    assert_ne!(head.epoch, e2);
+    assert!(!head.lost);
+    // A publish carrying evidence of a lost message numbers after the reset.
+    let stale = Witness { epoch: head.epoch.clone(), seq: 50, id: None, user: None };
+    let published = a
+        .broker
+        .publish(&lobby, Draft { witness: Some(stale), ..draft("ann", "m5") })
+        .await
+        .expect("publish");
+    assert_ne!(published.epoch, head.epoch);
+    assert_eq!(published.seq, 5);
 }

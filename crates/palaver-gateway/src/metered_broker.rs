@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use palaver_broker::{
-    Broker, BrokerError, ClusterReport, Control, Draft, HistoryPage, NodeReport, Published,
-    RoomHead, RoomsPage, broker::SharedBroker,
+    Broker, BrokerError, ClusterReport, Control, Draft, Evidence, HistoryPage, NodeReport,
+    Published, RoomHead, RoomsPage, broker::SharedBroker,
 };
 use palaver_protocol::{HistoryQuery, PresenceState, RoomName, UserName};
 
@@ -73,16 +73,21 @@ impl Broker for MeteredBroker {
         self.metrics.broker_call(BrokerOp::Unsubscribe, start.elapsed(), true);
     }
 
-    async fn head(&self, room: &RoomName) -> Result<RoomHead, BrokerError> {
-        self.timed(BrokerOp::Head, self.inner.head(room)).await
+    async fn head(
+        &self,
+        room: &RoomName,
+        evidence: Option<Evidence>,
+    ) -> Result<RoomHead, BrokerError> {
+        self.timed(BrokerOp::Head, self.inner.head(room, evidence)).await
     }
 
     async fn history(
         &self,
         room: &RoomName,
         query: HistoryQuery,
+        evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError> {
-        let result = self.timed(BrokerOp::History, self.inner.history(room, query)).await;
+        let result = self.timed(BrokerOp::History, self.inner.history(room, query, evidence)).await;
         if let Ok(page) = &result {
             self.metrics
                 .history_messages
@@ -163,11 +168,12 @@ mod tests {
             user: UserName::parse("ann").expect("valid user"),
             text: "hi".into(),
             trace: None,
+            witness: None,
         };
         broker.publish(&room, draft.clone()).await.expect("publish");
         broker.publish(&room, draft).await.expect("duplicate publish");
         let page = broker
-            .history(&room, HistoryQuery::After { after: 0, limit: 10 })
+            .history(&room, HistoryQuery::After { after: 0, limit: 10 }, None)
             .await
             .expect("history");
         assert_eq!(page.messages.len(), 1);

@@ -487,6 +487,18 @@ impl Collector for NodeCollector {
             "Memberships sent back to catching up from history (gap, new epoch, bus outage).",
             HubStats::get(&hub.resyncs),
         )?;
+        counter(
+            &mut e,
+            "reused_seqs",
+            "Live messages that reused a sequence number already delivered in their epoch (Redis lost writes).",
+            HubStats::get(&hub.reused_seqs),
+        )?;
+        counter(
+            &mut e,
+            "epoch_resets",
+            "Lost-write epoch resets announced for rooms with local members.",
+            HubStats::get(&hub.epoch_resets),
+        )?;
         {
             let histogram = &metrics.write_batches;
             let mut encoder = e.encode_descriptor(

@@ -13,11 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use palaver_broker::{BrokerError, Draft, RoomHead};
-use palaver_hub::{Client, JoinRefused, Membership, SyncState};
+use palaver_broker::{BrokerError, Draft, Evidence, RoomHead};
+use palaver_hub::{Client, Cursor, JoinRefused, Membership, SyncState};
 use palaver_protocol::{
     ClientFrame, ClientMessageId, ErrorCode, Frame, HistoryQuery, PROTOCOL_VERSION, PresenceState,
-    RoomName, ServerFrame, Since,
+    RoomName, ServerFrame, Since, Witness,
 };
 use tracing::Instrument;
 
@@ -154,7 +154,7 @@ impl Session {
     async fn join(&mut self, room: RoomName, since: Option<Since>) -> Result<(), Refusal> {
         if self.rooms.contains_key(&room) {
             // Already in: report where the room stands, nothing to replay.
-            let head = self.app.broker.head(&room).await?;
+            let head = self.app.broker.head(&room, None).await?;
             let members = self.app.broker.members(&room).await?;
             self.reply(ServerFrame::Joined {
                 room,
@@ -201,8 +201,15 @@ impl Session {
         let broker = &self.app.broker;
         broker.subscribe(room).await?;
         tracing::debug!("subscribed");
+        // A resuming client shows what it holds, so a Redis that came back
+        // behind it is caught even if the head has passed it since; a fresh
+        // join shows what this node holds.
+        let evidence = match &since {
+            Some(since) => Some(Evidence::client(since.witness())),
+            None => self.app.hub.witness(room).map(Evidence::node),
+        };
         let entered = async {
-            let head = broker.head(room).await?;
+            let head = broker.head(room, evidence).await?;
             tracing::debug!(epoch = %head.epoch, seq = head.head, "read head");
             let user = self.client.user();
             if broker.presence_join(room, user, self.client.session()).await? {
@@ -222,15 +229,16 @@ impl Session {
             }
         };
         let (cursor, recovered) = resume_point(&head, since.as_ref());
-        membership.set_cursor(head.epoch.clone(), cursor, SyncState::Syncing);
-        self.reply(ServerFrame::Joined {
+        let epoch = head.epoch.clone();
+        let joined = ServerFrame::Joined {
             room: room.clone(),
             epoch: head.epoch,
             seq: head.head,
             members,
             recovered,
-        })
-        .await;
+        };
+        // One step: no presence before `joined`, none lost after it.
+        self.app.hub.admit(membership, joined.encode(), epoch, cursor);
         Ok(())
     }
 
@@ -250,13 +258,12 @@ impl Session {
             if cursor.state != SyncState::Syncing || self.client.is_closing() {
                 return Ok(());
             }
-            let page = self
-                .app
-                .broker
-                .history(room, HistoryQuery::After { after: cursor.seq, limit: CATCH_UP_PAGE })
-                .await?;
+            let query = HistoryQuery::After { after: cursor.seq, limit: CATCH_UP_PAGE };
+            let evidence = self.evidence(room, &cursor);
+            let page = self.app.broker.history(room, query, evidence).await?;
             let head = &page.head;
             let continuous = cursor.epoch.as_ref() == Some(&head.epoch)
+                && !head.lost
                 && cursor.seq + 1 >= head.first
                 && cursor.seq <= head.head;
             if !continuous {
@@ -279,10 +286,26 @@ impl Session {
                 self.push(Frame::message(room, &head.epoch, message)).await;
                 membership.advance(message.seq);
             }
+            if let Some(newest) = page.messages.last() {
+                self.app.hub.saw(room, Witness::of(&head.epoch, newest));
+            }
             if !page.more && self.app.hub.try_go_live(membership) {
                 return Ok(());
             }
         }
+    }
+
+    /// What a catch-up shows the broker: the newest message this node handed
+    /// out in the room, or the member's own position if that is newer (a
+    /// position only: its seq must not lie beyond the head).
+    fn evidence(&self, room: &RoomName, cursor: &Cursor) -> Option<Evidence> {
+        let epoch = cursor.epoch.clone()?;
+        let node = self.app.hub.witness(room);
+        let witness = match node {
+            Some(w) if w.epoch == epoch && w.seq >= cursor.seq => w,
+            _ => Witness { epoch, seq: cursor.seq, id: None, user: None },
+        };
+        Some(Evidence::node(witness))
     }
 
     /// Catches up every membership the hub sent back to syncing.
@@ -349,11 +372,22 @@ impl Session {
         span.follows_from(tracing::Span::current());
         // The fan-out on every node joins this trace (None when not exporting).
         let trace = crate::telemetry::traceparent(&span);
-        let draft = Draft { id: id.clone(), user: self.client.user().clone(), text, trace };
+        let user = self.client.user().clone();
+        let witness = self.app.hub.witness(&room);
+        let draft = Draft { id: id.clone(), user: user.clone(), text, trace, witness };
         let published = self.app.broker.publish(&room, draft).instrument(span).await?;
+        // The sender will hold this message: it is evidence too.
+        let seen = Witness {
+            epoch: published.epoch.clone(),
+            seq: published.seq,
+            id: Some(id.clone()),
+            user: Some(user),
+        };
+        self.app.hub.saw(&room, seen);
         self.reply(ServerFrame::Ack {
             id,
             room,
+            epoch: published.epoch,
             seq: published.seq,
             duplicate: published.duplicate,
         })
@@ -374,7 +408,7 @@ impl Session {
 
     async fn history(&mut self, room: RoomName, query: HistoryQuery) -> Result<(), Refusal> {
         self.membership(&room)?;
-        let page = self.app.broker.history(&room, query).await?;
+        let page = self.app.broker.history(&room, query, None).await?;
         self.reply(ServerFrame::History {
             room,
             epoch: page.head.epoch,
@@ -392,8 +426,10 @@ fn resume_point(head: &RoomHead, since: Option<&Since>) -> (u64, bool) {
     match since {
         None => (head.head, true),
         Some(since) => {
-            let recoverable =
-                since.epoch == head.epoch && since.seq <= head.head && since.seq + 1 >= head.first;
+            let recoverable = since.epoch == head.epoch
+                && !head.lost
+                && since.seq <= head.head
+                && since.seq + 1 >= head.first;
             if recoverable { (since.seq, true) } else { (head.head, false) }
         }
     }
@@ -417,11 +453,11 @@ mod tests {
     use palaver_protocol::Epoch;
 
     fn head(epoch: &str, head: u64, first: u64) -> RoomHead {
-        RoomHead { epoch: Epoch::new(epoch), head, first }
+        RoomHead::new(Epoch::new(epoch), head, first)
     }
 
     fn since(epoch: &str, seq: u64) -> Since {
-        Since { epoch: Epoch::new(epoch), seq }
+        Since { epoch: Epoch::new(epoch), seq, id: None }
     }
 
     #[test]
@@ -434,5 +470,8 @@ mod tests {
         assert_eq!(resume_point(&h, Some(&since("e", 101))), (100, false));
         assert_eq!(resume_point(&h, Some(&since("other", 60))), (100, false));
         assert_eq!(resume_point(&head("e", 0, 1), Some(&since("e", 0))), (0, true));
+        // The store reported the client's message gone: never recovered.
+        let lost = RoomHead { lost: true, ..h };
+        assert_eq!(resume_point(&lost, Some(&since("e", 60))), (100, false));
     }
 }

@@ -9,6 +9,9 @@ use axum::{
 
 const INDEX: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
+/// palaver-client (`clients/js`), bundled by its `npm run bundle`; checked in, so
+/// the build needs no Node.
+const CLIENT_JS: &str = include_str!("../web/palaver-client.js");
 const STYLE: &str = include_str!("../web/style.css");
 
 /// Routes serving the web UI.
@@ -19,6 +22,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/app.js",
             get(|| async {
                 ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS).into_response()
+            }),
+        )
+        .route(
+            "/palaver-client.js",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CLIENT_JS)
+                    .into_response()
             }),
         )
         .route(

@@ -8,13 +8,13 @@ use std::{
 
 use palaver_protocol::{
     BusEvent, CloseCode, Envelope, Epoch, Frame, PresenceState, RoomName, Seq, ServerFrame,
-    StoredMessage, UserName,
+    StoredMessage, UserName, Witness,
 };
 use parking_lot::{Mutex, RwLock};
 
 use crate::{
     client::{Client, PushError},
-    membership::{Membership, SyncState},
+    membership::{Cursor, Membership, SyncState},
     stats::HubStats,
 };
 
@@ -61,6 +61,38 @@ struct Room {
     /// Epoch and sequence of the newest live message; a syncing member may go
     /// live once its cursor has reached it.
     last: Mutex<Option<(Epoch, Seq)>>,
+    /// The newest message this node has handed to anyone in the room (live,
+    /// from history, or as a publish's ack): what the lost-write check
+    /// compares with Redis.
+    witness: Mutex<Option<Witness>>,
+}
+
+impl Room {
+    /// Remembers `seen` if it is newer than the current witness. A witness of
+    /// another epoch replaces it: every source reads the current epoch.
+    fn witness(&self, seen: Witness) {
+        let mut witness = self.witness.lock();
+        let newer = match &*witness {
+            Some(w) => w.epoch != seen.epoch || seen.seq > w.seq,
+            None => true,
+        };
+        if newer {
+            *witness = Some(seen);
+        }
+    }
+
+    /// True when a live message shows that Redis handed out a sequence
+    /// number again: it is below the newest live one of its epoch (the bus
+    /// never goes back), or it names another message at the witness's
+    /// position. (The same message again is a duplicate, dropped as such.)
+    fn reuses_seq(&self, epoch: &Epoch, message: &StoredMessage) -> bool {
+        let behind_live =
+            matches!(&*self.last.lock(), Some((e, s)) if e == epoch && message.seq < *s);
+        let other_message = matches!(&*self.witness.lock(), Some(w) if &w.epoch == epoch
+            && w.seq == message.seq
+            && (w.id.as_ref() != Some(&message.id) || w.user.as_ref() != Some(&message.user)));
+        behind_live || other_message
+    }
 }
 
 /// Node-local rooms and fan-out. Cheap to share (`Arc<Hub>`).
@@ -175,6 +207,39 @@ impl Hub {
         caught_up
     }
 
+    /// Queues `joined` and moves the member from `Joining` to `Syncing` at
+    /// `seq`, under the member's lock: fan-out sends a member nothing before
+    /// `joined` and, from the moment it is queued, every presence event. A
+    /// full queue evicts the client (1013); returns false then.
+    pub fn admit(&self, membership: &Membership, joined: Frame, epoch: Epoch, seq: Seq) -> bool {
+        let mut cursor = membership.lock();
+        match membership.client().try_push(joined) {
+            Ok(()) => {
+                *cursor = Cursor { epoch: Some(epoch), seq, state: SyncState::Syncing };
+                true
+            }
+            Err(PushError::Full) => {
+                self.evict(membership.client());
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// The newest message this node has handed out in the room, for the
+    /// broker's lost-write check.
+    pub fn witness(&self, room: &RoomName) -> Option<Witness> {
+        self.shard(room).read().get(room).and_then(|r| r.witness.lock().clone())
+    }
+
+    /// Records that a message was handed out outside the live fan-out
+    /// (catch-up from history, a publish's ack).
+    pub fn saw(&self, room: &RoomName, seen: Witness) {
+        if let Some(r) = self.shard(room).read().get(room) {
+            r.witness(seen);
+        }
+    }
+
     /// Hands one room event to the local members. Called by the broker in
     /// channel order; never blocks.
     pub fn deliver(&self, envelope: Envelope) {
@@ -182,6 +247,7 @@ impl Hub {
             BusEvent::Message { epoch, message } => {
                 self.fan_out_message(&envelope.room, epoch, &message)
             }
+            BusEvent::Reset { epoch } => self.reset(&envelope.room, &epoch),
             BusEvent::Presence { user, state } => {
                 self.fan_out_presence(&envelope.room, user, state)
             }
@@ -191,7 +257,18 @@ impl Hub {
     fn fan_out_message(&self, room_name: &RoomName, epoch: Epoch, message: &StoredMessage) {
         let shard = self.shard(room_name).read();
         let Some(room) = shard.get(room_name) else { return };
+        if room.reuses_seq(&epoch, message) {
+            // Redis came back behind what this node delivered and numbered
+            // another message the same: deliver nothing more of this epoch
+            // live. Catch-up shows Redis the witness, which moves the room
+            // to a new epoch; members hear `recovered: false` there.
+            HubStats::add(&self.stats.reused_seqs, 1);
+            tracing::warn!(room = %room_name, epoch = %epoch, seq = message.seq, "sequence number reused: redis lost writes");
+            self.resync_room(room);
+            return;
+        }
         *room.last.lock() = Some((epoch.clone(), message.seq));
+        room.witness(Witness::of(&epoch, message));
         HubStats::add(&self.stats.messages, 1);
         let mut frame: Option<Frame> = None;
         let mut delivered = 0;
@@ -287,20 +364,42 @@ impl Hub {
         client.close(CloseCode::TryAgainLater);
     }
 
+    /// The room moved to a new epoch (a lost-write reset, announced on the
+    /// bus): members of any other epoch catch up, which tells them
+    /// `recovered: false` at the new one.
+    fn reset(&self, room_name: &RoomName, epoch: &Epoch) {
+        let shard = self.shard(room_name).read();
+        let Some(room) = shard.get(room_name) else { return };
+        HubStats::add(&self.stats.epoch_resets, 1);
+        for member in room.members.values() {
+            let mut cursor = member.lock();
+            if cursor.state != SyncState::Joining && cursor.epoch.as_ref() != Some(epoch) {
+                cursor.state = SyncState::Syncing;
+                HubStats::add(&self.stats.resyncs, 1);
+                member.client().request_resync();
+            }
+        }
+    }
+
+    /// Sends every live member of the room back to syncing.
+    fn resync_room(&self, room: &Room) {
+        for member in room.members.values() {
+            let mut cursor = member.lock();
+            if cursor.state == SyncState::Live {
+                cursor.state = SyncState::Syncing;
+                HubStats::add(&self.stats.resyncs, 1);
+                member.client().request_resync();
+            }
+        }
+    }
+
     /// The bus came back after an outage: every live member may have missed
     /// messages, so all fall back to syncing and catch up from history.
     pub fn resync_all(&self) {
         for shard in self.shards.iter() {
             let shard = shard.read();
             for room in shard.values() {
-                for member in room.members.values() {
-                    let mut cursor = member.lock();
-                    if cursor.state == SyncState::Live {
-                        cursor.state = SyncState::Syncing;
-                        HubStats::add(&self.stats.resyncs, 1);
-                        member.client().request_resync();
-                    }
-                }
+                self.resync_room(room);
             }
         }
     }
@@ -486,6 +585,95 @@ mod tests {
         let hub = Hub::new();
         let (m, _out) = live_member(&hub, "a", 4);
         hub.resync_all();
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+    }
+
+    fn message_by(epoch: &str, seq: Seq, id: &str) -> Envelope {
+        let mut envelope = message(epoch, seq);
+        if let BusEvent::Message { message, .. } = &mut envelope.event {
+            message.id = ClientMessageId::parse(id).expect("valid");
+        }
+        envelope
+    }
+
+    #[test]
+    fn a_reused_sequence_number_is_not_delivered_and_resyncs_the_room() {
+        let hub = Hub::new();
+        let (m, mut out) = live_member(&hub, "a", 16);
+        for seq in 1..=3 {
+            hub.deliver(message("e", seq));
+        }
+        assert_eq!(seqs(&mut out), vec![1, 2, 3]);
+        let witness = hub.witness(&room()).expect("a witness");
+        assert_eq!((witness.seq, witness.id.expect("id").as_str()), (3, "m3"));
+        // Redis came back behind: seq 3 again, another message.
+        hub.deliver(message_by("e", 3, "other"));
+        assert!(seqs(&mut out).is_empty());
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+        assert_eq!(HubStats::get(&hub.stats().reused_seqs), 1);
+        // Or a seq below the newest live one.
+        m.set_cursor(Epoch::new("e"), 3, SyncState::Syncing);
+        assert!(hub.try_go_live(&m));
+        hub.deliver(message("e", 2));
+        assert!(seqs(&mut out).is_empty());
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+        assert_eq!(HubStats::get(&hub.stats().reused_seqs), 2);
+    }
+
+    #[test]
+    fn a_reset_sends_members_of_other_epochs_to_catch_up() {
+        let hub = Hub::new();
+        let (old, _o) = live_member(&hub, "a", 16);
+        let (new, _n) = live_member(&hub, "b", 16);
+        new.set_cursor(Epoch::new("e2"), 0, SyncState::Live);
+        let (c, _oc) = client("c", 16);
+        let joining = hub.join(&room(), &c, usize::MAX).expect("joins");
+        hub.deliver(Envelope {
+            room: room(),
+            event: BusEvent::Reset { epoch: Epoch::new("e2") },
+            trace: None,
+        });
+        assert_eq!(old.cursor().state, SyncState::Syncing);
+        assert_eq!(new.cursor().state, SyncState::Live);
+        assert_eq!(joining.cursor().state, SyncState::Joining);
+        assert_eq!(HubStats::get(&hub.stats().epoch_resets), 1);
+    }
+
+    #[test]
+    fn the_witness_is_the_newest_message_handed_out() {
+        let hub = Hub::new();
+        let (_m, _out) = live_member(&hub, "a", 16);
+        hub.deliver(message("e", 1));
+        let w = |seq| Witness { epoch: Epoch::new("e"), seq, id: None, user: None };
+        hub.saw(&room(), w(5));
+        hub.saw(&room(), w(4));
+        assert_eq!(hub.witness(&room()).expect("witness").seq, 5);
+        hub.saw(&room(), Witness { epoch: Epoch::new("f"), ..w(1) });
+        assert_eq!(hub.witness(&room()).expect("witness").epoch, Epoch::new("f"));
+    }
+
+    #[test]
+    fn presence_never_precedes_joined_and_follows_it() {
+        let hub = Hub::new();
+        let (c, mut out) = client("a", 16);
+        let m = hub.join(&room(), &c, usize::MAX).expect("joins");
+        let presence = || Envelope {
+            room: room(),
+            event: BusEvent::Presence {
+                user: UserName::parse("x").expect("valid"),
+                state: PresenceState::Join,
+            },
+            trace: None,
+        };
+        hub.deliver(presence());
+        assert!(out.try_recv().is_none(), "nothing before joined");
+        let joined = ServerFrame::Left { room: room() }.encode();
+        assert!(hub.admit(&m, joined, Epoch::new("e"), 0));
+        hub.deliver(presence());
+        let kinds: Vec<String> = std::iter::from_fn(|| out.try_recv())
+            .map(|f| f.as_str().split('"').nth(3).unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kinds, vec!["left", "presence"], "joined first, then presence");
         assert_eq!(m.cursor().state, SyncState::Syncing);
     }
 }

@@ -13,6 +13,11 @@ pub struct HubStats {
     pub evictions: AtomicU64,
     /// Times a member fell back to syncing (gap, epoch change, bus outage).
     pub resyncs: AtomicU64,
+    /// Live messages that reused a sequence number this node had already
+    /// delivered in the same epoch (Redis lost writes).
+    pub reused_seqs: AtomicU64,
+    /// Epoch resets announced on the bus for rooms with local members.
+    pub epoch_resets: AtomicU64,
 }
 
 impl HubStats {

@@ -176,6 +176,7 @@ mod tests {
         let ack = ServerFrame::Ack {
             id: ClientMessageId::parse("x").expect("valid"),
             room: RoomName::parse("r").expect("valid"),
+            epoch: palaver_protocol::Epoch::new("e"),
             seq: 1,
             duplicate: false,
         };

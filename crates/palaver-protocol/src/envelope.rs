@@ -36,6 +36,13 @@ pub enum BusEvent {
         /// The message.
         message: StoredMessage,
     },
+    /// The room moved to a new epoch because Redis was found behind what had
+    /// been delivered (lost writes): every node sends its members back to
+    /// catch-up, which tells them `recovered: false` at the new epoch.
+    Reset {
+        /// The room's new epoch.
+        epoch: Epoch,
+    },
     /// A presence change or typing notice (not sequenced, not stored).
     Presence {
         /// Who.

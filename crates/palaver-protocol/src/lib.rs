@@ -17,7 +17,7 @@ pub use client::{ClientFrame, DecodeError, HistoryQuery, check_text};
 pub use codes::{CloseCode, ErrorCode};
 pub use envelope::{BusEvent, Envelope};
 pub use limits::Limits;
-pub use message::{Epoch, Seq, Since, StoredMessage};
+pub use message::{Epoch, Seq, Since, StoredMessage, Witness};
 pub use names::{ClientMessageId, NameError, RoomName, UserName};
 pub use server::{Frame, PresenceState, ServerFrame};
 

@@ -48,6 +48,49 @@ pub struct Since {
     pub epoch: Epoch,
     /// The last sequence number the client received.
     pub seq: Seq,
+    /// The `id` of the message the client holds at `seq`. Optional (older
+    /// clients omit it); with it the server can tell a Redis that came back
+    /// behind (and reused `seq` for another message) from a continuous room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientMessageId>,
+}
+
+impl Since {
+    /// What the client's position says it holds, for the lost-write check.
+    pub fn witness(&self) -> Witness {
+        Witness { epoch: self.epoch.clone(), seq: self.seq, id: self.id.clone(), user: None }
+    }
+}
+
+/// A message someone holds (a node delivered it, a client received it): its
+/// position and, when known, its identity. Redis can come back *behind* what
+/// was delivered (an `everysec` AOF, a snapshot, a lagging replica promoted)
+/// and then hand the same sequence numbers to other messages; comparing a
+/// witness with what Redis stores at its `seq` detects that, whether or not
+/// the room's head has since passed it. Writes are lost as a suffix, so the
+/// newest message one holds is the one worth checking.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Witness {
+    /// Epoch of the message.
+    pub epoch: Epoch,
+    /// Its sequence number (0: holds nothing, only a position).
+    pub seq: Seq,
+    /// Its client message id, when known.
+    pub id: Option<ClientMessageId>,
+    /// Its sender, when known.
+    pub user: Option<UserName>,
+}
+
+impl Witness {
+    /// The witness of a message one holds in full.
+    pub fn of(epoch: &Epoch, message: &StoredMessage) -> Self {
+        Witness {
+            epoch: epoch.clone(),
+            seq: message.seq,
+            id: Some(message.id.clone()),
+            user: Some(message.user.clone()),
+        }
+    }
 }
 
 /// One chat message as sequenced and stored by the broker.

@@ -102,6 +102,9 @@ pub enum ServerFrame {
         id: ClientMessageId,
         /// Room.
         room: RoomName,
+        /// Epoch of `seq` (a lost-write reset can move the room to a new
+        /// epoch between two sends).
+        epoch: Epoch,
         /// Assigned sequence number.
         seq: Seq,
         /// True when this id was already sequenced earlier and no new message was created.

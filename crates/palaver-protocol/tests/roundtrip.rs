@@ -50,8 +50,9 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 members,
                 recovered
             }),
-        (id(), room(), any::<u64>(), any::<bool>())
-            .prop_map(|(id, room, seq, duplicate)| ServerFrame::Ack { id, room, seq, duplicate }),
+        (id(), room(), any::<u64>(), any::<bool>()).prop_map(|(id, room, seq, duplicate)| {
+            ServerFrame::Ack { id, room, epoch: Epoch::new("e"), seq, duplicate }
+        }),
         (room(), user(), prop_oneof![Just(PresenceState::Join), Just(PresenceState::Leave)])
             .prop_map(|(room, user, state)| ServerFrame::Presence { room, user, state }),
         (room(), epoch(), prop::collection::vec(stored(), 0..4), any::<bool>()).prop_map(
@@ -95,7 +96,7 @@ proptest! {
         };
         prop_assert_eq!(
             ClientFrame::decode(&join.to_string(), &limits).expect("valid join"),
-            ClientFrame::Join { room: room.clone(), since: since.map(|(epoch, seq)| Since { epoch, seq }) }
+            ClientFrame::Join { room: room.clone(), since: since.map(|(epoch, seq)| Since { epoch, seq, id: None }) }
         );
         prop_assume!(!text.trim().is_empty());
         let send = json!({"type":"send","room":room,"id":id,"text":text});

@@ -118,7 +118,7 @@ impl ChromeDriver {
                 .await
                 .expect("resize the window");
         }
-        Browser::new(client)
+        Browser::new(client, self.port)
     }
 }
 
@@ -155,6 +155,34 @@ fn delete_session(port: u16, session: &str) {
         // The answer comes once the browser has quit; its first bytes are enough.
         let _ = stream.read(&mut [0; 1024]);
     }
+}
+
+/// `POST path` with a JSON body to chromedriver, for commands fantoccini does
+/// not wrap; returns the HTTP status.
+pub(crate) async fn post(port: u16, path: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to chromedriver");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write to chromedriver");
+    // The status line is all we need (chromedriver may keep the connection open).
+    let mut response = Vec::new();
+    let status_line = async {
+        let mut chunk = [0; 1024];
+        while !response.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BROWSER_PATIENCE, status_line).await;
+    let response = String::from_utf8_lossy(&response);
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// The program named by the environment variable `var`, else the first of

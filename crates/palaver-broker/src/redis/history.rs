@@ -19,10 +19,7 @@ use super::{
     scripts::{ReadReply, decode_read},
     stats::add,
 };
-use crate::{
-    broker::{BrokerError, HistoryPage},
-    util::new_epoch,
-};
+use crate::broker::{BrokerError, Evidence, HistoryPage};
 
 /// One kind of read; with the room, the single-flight key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,13 +99,15 @@ impl Core {
         self: &Arc<Self>,
         room: &RoomName,
         read: Read,
+        evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError> {
         let core = self.clone();
         let fetch_room = room.clone();
+        let fetch_evidence = evidence.clone();
         let (result, shared) = self
             .reads
-            .run((room.clone(), read), move || {
-                async move { core.fetch(&fetch_room, read).await }.boxed()
+            .run((room.clone(), read, evidence), move || {
+                async move { core.fetch(&fetch_room, read, fetch_evidence.as_ref()).await }.boxed()
             })
             .await;
         if shared {
@@ -118,7 +117,12 @@ impl Core {
     }
 
     /// One read from Redis, within the concurrency bound.
-    async fn fetch(&self, room: &RoomName, read: Read) -> Result<HistoryPage, BrokerError> {
+    async fn fetch(
+        &self,
+        room: &RoomName,
+        read: Read,
+        evidence: Option<&Evidence>,
+    ) -> Result<HistoryPage, BrokerError> {
         let _permit = match timeout(self.config.command_timeout, self.read_permits.acquire()).await
         {
             Ok(Ok(permit)) => permit,
@@ -128,17 +132,8 @@ impl Core {
         add(&self.stats.history_reads, 1);
         let keys = RoomKeys::new(&self.config.prefix, room);
         let (mode, bound, count) = read.script_args();
-        let mut invocation = self.scripts.read.prepare_invoke();
-        invocation
-            .key(&keys.epoch)
-            .key(&keys.seq)
-            .key(&keys.stream)
-            .key(&keys.ids)
-            .arg(new_epoch().as_str())
-            .arg(self.config.room_ttl.as_millis() as u64)
-            .arg(mode)
-            .arg(bound)
-            .arg(count);
+        let mut invocation = self.room_invocation(&self.scripts.read, room, &keys, evidence);
+        invocation.arg(mode).arg(bound).arg(count);
         let reply: redis::Value = self
             .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;

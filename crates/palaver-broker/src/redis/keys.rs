@@ -23,6 +23,9 @@ pub(crate) struct RoomKeys {
     pub stream: String,
     /// Idempotency index: ZSET of `"<id> <user>"` scored by seq.
     pub ids: String,
+    /// Set for a cooldown after a lost-write reset: while it exists, a
+    /// client's evidence cannot reset the room again.
+    pub reset: String,
     /// Presence: ZSET of user scored by the latest expiry of their entries.
     pub presence: String,
     /// Prefix of the per-user presence entry ZSETs (`presence_user_prefix + user`).
@@ -40,6 +43,7 @@ impl RoomKeys {
             epoch: format!("{base}:epoch"),
             stream: format!("{base}:stream"),
             ids: format!("{base}:ids"),
+            reset: format!("{base}:reset"),
             presence: format!("{base}:presence"),
             presence_user_prefix: format!("{base}:presence:"),
             channel: base,
@@ -100,6 +104,11 @@ pub(crate) fn message_envelope_parts(room: &RoomName, draft: &Draft, ts: u64) ->
     ]
 }
 
+/// The head of a reset envelope; the scripts append the new epoch and `"}}`.
+pub(crate) fn reset_envelope_head(room: &RoomName) -> String {
+    format!("{{\"room\":{},\"event\":{{\"kind\":\"reset\",\"epoch\":\"", json(room))
+}
+
 /// A presence-leave envelope split around the user, which the sweep script
 /// fills in with `cjson.encode(user)`.
 pub(crate) fn leave_envelope_parts(room: &RoomName) -> [String; 2] {
@@ -121,6 +130,7 @@ mod tests {
             user: UserName::parse("Zoë 2").expect("valid"),
             text: "hi \"there\"\n\\ <b> \u{1F600}".into(),
             trace: trace.map(str::to_owned),
+            witness: None,
         }
     }
 
@@ -147,6 +157,15 @@ mod tests {
             };
             assert_eq!(spliced, expected.to_json());
         }
+    }
+
+    #[test]
+    fn spliced_reset_equals_serde_encoding() {
+        let room = RoomName::parse("team:eng.ops").expect("valid");
+        let spliced = format!("{}{}\"}}}}", reset_envelope_head(&room), "00ff");
+        let expected =
+            Envelope { room, event: BusEvent::Reset { epoch: Epoch::new("00ff") }, trace: None };
+        assert_eq!(spliced, expected.to_json());
     }
 
     #[test]

@@ -11,6 +11,17 @@
 //! epoch (the random one the caller passed), sets `seq` to 0 and deletes the
 //! stream and idempotency index; sequence numbers then restart at 1 under a
 //! new epoch and never go backwards within one.
+//!
+//! The witness rule, shared by [`PUBLISH`] and [`READ`] after the epoch rule:
+//! Redis can come back *behind* what it acknowledged (an `everysec` AOF, an
+//! RDB snapshot, a promoted replica that lagged) with `epoch` and `seq` intact
+//! but the last writes gone, and would then number other messages with the
+//! lost sequence numbers. The caller shows the newest message it holds (epoch,
+//! seq, id, user); if Redis no longer holds it — `seq` beyond the head, or
+//! another message stored at `seq` — the room moves to a new epoch in the
+//! same script (every node agrees), keeping its history and counter, and the
+//! reset is published on the room's channel so every node resyncs its
+//! members. Evidence a client brought resets a room at most once per cooldown.
 
 use palaver_protocol::{ClientMessageId, Epoch, Seq, StoredMessage, UserName};
 use redis::{Script, Value};
@@ -32,37 +43,73 @@ if (not epoch) or redis.call('EXISTS', KEYS[2]) == 0 then
 end
 "#;
 
+/// Shared second prologue: the witness rule. Expects `KEYS[5]` = the reset
+/// cooldown marker and `ARGV[3..10]` = witness epoch (`''`: none), seq, id
+/// (`''`: unknown), user (`''`: unknown), from a client (`1`|`0`), channel,
+/// reset envelope head, cooldown ms. Leaves `lost` true when the witness's
+/// message is gone, and `epoch` the new one when it reset the room.
+const CHECK_WITNESS: &str = r#"
+local lost = false
+if ARGV[3] == epoch then
+  local wseq = tonumber(ARGV[4])
+  lost = wseq > tonumber(redis.call('GET', KEYS[2]))
+  if not lost and wseq > 0 and (ARGV[5] ~= '' or ARGV[6] ~= '') then
+    local id = string.format('%d-1', wseq)
+    local entry = redis.call('XRANGE', KEYS[3], id, id)[1]
+    -- No entry at or below the head: trimmed, nothing to compare.
+    if entry then
+      local f = entry[2]
+      for i = 1, #f, 2 do
+        if (f[i] == 'i' and ARGV[5] ~= '' and f[i + 1] ~= ARGV[5])
+          or (f[i] == 'u' and ARGV[6] ~= '' and f[i + 1] ~= ARGV[6]) then
+          lost = true
+        end
+      end
+    end
+  end
+  if lost and (ARGV[7] == '0' or redis.call('EXISTS', KEYS[5]) == 0) then
+    epoch = ARGV[1]
+    redis.call('SET', KEYS[1], epoch, 'PX', ARGV[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    redis.call('SET', KEYS[5], '1', 'PX', ARGV[10])
+    redis.call('PUBLISH', ARGV[8], ARGV[9] .. epoch .. '"}}')
+    lost = false
+  end
+end
+"#;
+
 /// Sequences, stores and publishes one message (or reports a duplicate).
 ///
-/// KEYS: epoch, seq, stream, ids.
-/// ARGV: new epoch, room ttl ms, history max, idempotency member, user, id,
-/// text, ts, channel, envelope part 1..3.
+/// KEYS: epoch, seq, stream, ids, reset.
+/// ARGV: new epoch, room ttl ms, witness (8 values, see [`CHECK_WITNESS`]),
+/// history max, idempotency member, user, id, text, ts, envelope part 1..3.
 /// Returns `{duplicate (0|1), seq (string), epoch}`.
 pub(crate) const PUBLISH: &str = r#"
-local dup = redis.call('ZSCORE', KEYS[4], ARGV[4])
+local dup = redis.call('ZSCORE', KEYS[4], ARGV[12])
 if dup then
   return {1, dup, epoch}
 end
 local seq = redis.call('INCR', KEYS[2])
 local seqs = string.format('%d', seq)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seqs .. '-1',
-  'u', ARGV[5], 'i', ARGV[6], 't', ARGV[7], 'ts', ARGV[8])
-redis.call('ZADD', KEYS[4], seqs, ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', seq - tonumber(ARGV[3]))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[11], seqs .. '-1',
+  'u', ARGV[13], 'i', ARGV[14], 't', ARGV[15], 'ts', ARGV[16])
+redis.call('ZADD', KEYS[4], seqs, ARGV[12])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', seq - tonumber(ARGV[11]))
 for i = 1, 4 do
   redis.call('PEXPIRE', KEYS[i], ARGV[2])
 end
-redis.call('PUBLISH', ARGV[9], ARGV[10] .. epoch .. ARGV[11] .. seqs .. ARGV[12])
+redis.call('PUBLISH', ARGV[8], ARGV[17] .. epoch .. ARGV[18] .. seqs .. ARGV[19])
 return {0, seqs, epoch}
 "#;
 
 /// Reads where a room stands and, optionally, one page of its stream.
 ///
-/// KEYS: epoch, seq, stream, ids.
-/// ARGV: new epoch, room ttl ms, mode (`head` | `rev` | `fwd`), bound stream
-/// id, count. Reads keep an active room alive: TTLs are refreshed when less
-/// than half remains (so a read writes at most once per half TTL).
-/// Returns `{epoch, head (string), first stream id or false, entries}`.
+/// KEYS: epoch, seq, stream, ids, reset.
+/// ARGV: new epoch, room ttl ms, witness (8 values, see [`CHECK_WITNESS`]),
+/// mode (`head` | `rev` | `fwd`), bound stream id, count. Reads keep an
+/// active room alive: TTLs are refreshed when less than half remains (so a
+/// read writes at most once per half TTL).
+/// Returns `{epoch, head (string), first stream id or false, entries, lost (0|1)}`.
 pub(crate) const READ: &str = r#"
 if not fresh and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) / 2 then
   for i = 1, 4 do
@@ -76,12 +123,12 @@ if oldest[1] then
   first = oldest[1][1]
 end
 local page = {}
-if ARGV[3] == 'rev' then
-  page = redis.call('XREVRANGE', KEYS[3], ARGV[4], '-', 'COUNT', ARGV[5])
-elseif ARGV[3] == 'fwd' then
-  page = redis.call('XRANGE', KEYS[3], ARGV[4], '+', 'COUNT', ARGV[5])
+if ARGV[11] == 'rev' then
+  page = redis.call('XREVRANGE', KEYS[3], ARGV[12], '-', 'COUNT', ARGV[13])
+elseif ARGV[11] == 'fwd' then
+  page = redis.call('XRANGE', KEYS[3], ARGV[12], '+', 'COUNT', ARGV[13])
 end
-return {epoch, head, first, page}
+return {epoch, head, first, page, lost and 1 or 0}
 "#;
 
 /// Shared prologue of the presence scripts: the Redis clock in ms.
@@ -200,7 +247,7 @@ pub(crate) struct Scripts {
 impl Scripts {
     /// Compiles every script with its prologue.
     pub fn new() -> Self {
-        let epoch = |body: &str| Script::new(&format!("{ENSURE_EPOCH}{body}"));
+        let epoch = |body: &str| Script::new(&format!("{ENSURE_EPOCH}{CHECK_WITNESS}{body}"));
         let clock = |body: &str| Script::new(&format!("{NOW}{body}"));
         Scripts {
             publish: epoch(PUBLISH),
@@ -274,9 +321,10 @@ pub(crate) struct ReadReply {
 /// Decodes [`READ`]'s reply.
 pub(crate) fn decode_read(value: &Value) -> Result<ReadReply, BrokerError> {
     let Value::Array(items) = value else { return Err(corrupt("read: not an array")) };
-    let [epoch, head, first, page] = items.as_slice() else {
+    let [epoch, head, first, page, lost] = items.as_slice() else {
         return Err(corrupt("read: wrong length"));
     };
+    let lost = integer(lost).ok_or_else(|| corrupt("read: lost"))? == 1;
     let epoch = Epoch::new(text(epoch).ok_or_else(|| corrupt("read: epoch"))?);
     let head = integer(head).ok_or_else(|| corrupt("read: head"))?;
     let first = match first {
@@ -285,7 +333,7 @@ pub(crate) fn decode_read(value: &Value) -> Result<ReadReply, BrokerError> {
     };
     let Value::Array(entries) = page else { return Err(corrupt("read: page")) };
     let messages = entries.iter().map(decode_entry).collect::<Result<_, _>>()?;
-    Ok(ReadReply { head: RoomHead { epoch, head, first }, messages })
+    Ok(ReadReply { head: RoomHead { epoch, head, first, lost }, messages })
 }
 
 /// Decodes one stream entry `[id, [field, value, ...]]`.
@@ -345,13 +393,21 @@ mod tests {
             bulk("9"),
             bulk("3-1"),
             Value::Array(vec![entry("8", "a"), entry("9", "b")]),
+            Value::Int(0),
         ]);
         let read = decode_read(&reply).expect("decodes");
-        assert_eq!(read.head, RoomHead { epoch: Epoch::new("e1"), head: 9, first: 3 });
+        assert_eq!(read.head, RoomHead::new(Epoch::new("e1"), 9, 3));
         assert_eq!(read.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![8, 9]);
         assert_eq!(read.messages[1].id.as_str(), "b");
 
-        let empty = Value::Array(vec![bulk("e1"), bulk("0"), Value::Nil, Value::Array(vec![])]);
+        let empty = Value::Array(vec![
+            bulk("e1"),
+            bulk("0"),
+            Value::Nil,
+            Value::Array(vec![]),
+            Value::Int(1),
+        ]);
+        assert!(decode_read(&empty).expect("decodes").head.lost);
         assert_eq!(decode_read(&empty).expect("decodes").head.first, 1);
     }
 
@@ -367,6 +423,7 @@ mod tests {
                 bulk("1-1"),
                 Value::Array(vec![bulk("u"), bulk("<x>")]),
             ])]),
+            Value::Int(0),
         ]);
         assert!(decode_read(&bad_user).is_err());
     }

@@ -146,7 +146,7 @@ impl Recorder {
             .filter(|e| &e.room == room)
             .filter_map(|e| match &e.event {
                 BusEvent::Message { epoch, message } => Some((epoch.to_string(), message.seq)),
-                BusEvent::Presence { .. } => None,
+                _ => None,
             })
             .collect()
     }
@@ -159,7 +159,7 @@ impl Recorder {
             .filter(|e| &e.room == room)
             .filter_map(|e| match &e.event {
                 BusEvent::Presence { user, state } => Some((user.to_string(), *state)),
-                BusEvent::Message { .. } => None,
+                _ => None,
             })
             .collect()
     }
@@ -221,6 +221,7 @@ pub fn draft(user_name: &str, id: &str) -> Draft {
         user: user(user_name),
         text: format!("text of {id}"),
         trace: None,
+        witness: None,
     }
 }
 

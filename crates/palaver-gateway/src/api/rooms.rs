@@ -77,7 +77,9 @@ pub async fn publish(
         room = %room, id = %id, session = "api", user = %user
     );
     let trace = crate::telemetry::traceparent(&span);
-    let draft = Draft { id, user, text, trace };
+    // This node's own evidence for lost-write detection, as a WebSocket send has it.
+    let witness = app.hub.witness(&room);
+    let draft = Draft { id, user, text, trace, witness };
     let published = app.broker.publish(&room, draft).instrument(span).await?;
     Ok(Json(PublishReply {
         epoch: published.epoch,
@@ -114,7 +116,7 @@ pub async fn history(
         (before, None) => HistoryQuery::Before { before, limit },
         (None, Some(after)) => HistoryQuery::After { after, limit },
     };
-    let page = app.broker.history(&room, query).await?;
+    let page = app.broker.history(&room, query, None).await?;
     Ok(Json(HistoryReply {
         room,
         epoch: page.head.epoch,

@@ -1,0 +1,10 @@
+/** An error from the server (its `code`, e.g. `forbidden`) or from the client (`timeout`, `disconnected`, `closed`, `frame_too_large`, `unauthorized`, `closed_1009` …). */
+export declare class PalaverError extends Error {
+    /** Stable code: the server's error code, or one of the client's. */
+    readonly code: string;
+    /** Whether trying again later can succeed. */
+    readonly retryable: boolean;
+    /** The request the server's error refers to (a message id or a frame type). */
+    readonly ref: string | undefined;
+    constructor(code: string, message: string, retryable?: boolean, ref?: string);
+}

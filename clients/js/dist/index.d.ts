@@ -1,0 +1,10 @@
+export { Palaver } from './client.js';
+export type { ClientEvents, ConnectionState, Credentials, Disconnect, PalaverOptions, WebSocketConstructor, WebSocketLike, Welcome, } from './client.js';
+export { Room } from './room.js';
+export type { Ack, History, HistoryQuery, Joined, Message, Presence, RoomEvents } from './room.js';
+export { PalaverError } from './errors.js';
+export { messageId } from './ids.js';
+export { fullJitter, backoffCeiling } from './backoff.js';
+export type { Rate } from './pacer.js';
+export type { StorageLike, Position } from './storage.js';
+export type { Since, PresenceState } from './protocol.js';

@@ -1,0 +1,131 @@
+// The wire frames of docs/protocol.md (version 1), as TypeScript types. No I/O.
+
+/** Where a client resumes a room: the epoch, the last sequence number held and that message's id. */
+export interface Since {
+  epoch: string;
+  seq: number;
+  /** `id` of the message held at `seq`; lets the server notice a history that came back behind. */
+  id?: string;
+}
+
+/** A frame the client sends. */
+export type ClientFrame =
+  | { type: 'join'; room: string; since?: Since }
+  | { type: 'leave'; room: string }
+  | { type: 'send'; room: string; text: string; id: string }
+  | { type: 'typing'; room: string }
+  | { type: 'history'; room: string; before?: number; after?: number; limit?: number }
+  | { type: 'ping' }
+  | { type: 'auth'; token: string };
+
+/** The server's first frame. */
+export interface WelcomeFrame {
+  type: 'welcome';
+  session: string;
+  node: string;
+  user: string;
+  protocol: number;
+}
+
+/** Membership confirmed (or restarted, unsolicited, with `recovered: false`). */
+export interface JoinedFrame {
+  type: 'joined';
+  room: string;
+  epoch: string;
+  seq: number;
+  members: string[];
+  recovered: boolean;
+}
+
+/** A sequenced chat message, live or replayed. */
+export interface MessageFrame {
+  type: 'message';
+  room: string;
+  epoch: string;
+  seq: number;
+  id: string;
+  user: string;
+  text: string;
+  ts: number;
+}
+
+/** What the `state` of a presence event says. */
+export type PresenceState = 'join' | 'leave' | 'typing';
+
+export interface PresenceFrame {
+  type: 'presence';
+  room: string;
+  user: string;
+  state: PresenceState;
+}
+
+export interface PresenceBatchFrame {
+  type: 'presence_batch';
+  room: string;
+  joined: string[];
+  left: string[];
+  typing: string[];
+}
+
+export interface AckFrame {
+  type: 'ack';
+  id: string;
+  room: string;
+  seq: number;
+  duplicate: boolean;
+}
+
+/** One message of a history page (the page carries room and epoch). */
+export interface HistoryEntry {
+  seq: number;
+  id: string;
+  user: string;
+  text: string;
+  ts: number;
+}
+
+export interface HistoryFrame {
+  type: 'history';
+  room: string;
+  epoch: string;
+  messages: HistoryEntry[];
+  more: boolean;
+}
+
+export interface ErrorFrame {
+  type: 'error';
+  code: string;
+  message: string;
+  ref?: string;
+  retryable: boolean;
+}
+
+/** A frame the server sends. */
+export type ServerFrame =
+  | WelcomeFrame
+  | JoinedFrame
+  | { type: 'left'; room: string }
+  | MessageFrame
+  | PresenceFrame
+  | PresenceBatchFrame
+  | AckFrame
+  | HistoryFrame
+  | { type: 'pong' }
+  | ErrorFrame;
+
+/** Room names the server accepts. */
+export const ROOM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** Close codes of docs/protocol.md that the client acts on. */
+export const Close = {
+  Normal: 1000,
+  GoingAway: 1001,
+  ProtocolError: 1002,
+  InvalidPayload: 1007,
+  PolicyViolation: 1008,
+  TooBig: 1009,
+  InternalError: 1011,
+  SlowConsumer: 1013,
+  HeartbeatTimeout: 4000,
+  Unauthorized: 4001,
+} as const;
