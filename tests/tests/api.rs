@@ -426,3 +426,15 @@ async fn an_api_publish_is_one_trace_with_the_fan_out_on_every_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_single_node_disconnects_locally() {
+    let node = Node::start(&["--api-key", KEY]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    let api = ApiClient::new(node.addr, Some(KEY));
+    let answer = api.send("POST", "/api/v1/users/ann/disconnect", None).await;
+    assert_eq!(answer.body, json!({"user": "ann", "nodes": 1}));
+    assert_eq!(ann.ended(PATIENCE).await, Ended::Closed(4002));
+    let stats = eventually(&api, "/api/v1/stats", |b| b["cluster"]["connections"] == 0).await;
+    assert_eq!(stats["cluster"]["nodes"], 1);
+}
