@@ -1,6 +1,7 @@
 //! Test harness: start real `palaver` nodes (and `redis-server`s) on ephemeral
 //! ports and drive them with real WebSocket clients. Keeps the tests short.
 
+pub mod api;
 pub mod balancer;
 pub mod browser;
 pub mod client;
@@ -10,6 +11,7 @@ pub mod prometheus;
 pub mod raw;
 pub mod redis;
 
+pub use api::ApiClient;
 pub use client::WsClient;
 pub use node::Node;
 pub use redis::RedisServer;

@@ -15,6 +15,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// Its node id.
     pub id: String,
+    /// Where it serves the server API when started with `--api-listen`.
+    pub api: Option<SocketAddr>,
 }
 
 /// Path of the `palaver` binary built by `cargo test --workspace`
@@ -66,13 +68,18 @@ impl Node {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
-        // "palaver listening on http://ADDR node=ID"
+        // "palaver listening on http://ADDR node=ID" (then " api=http://ADDR"
+        // with --api-listen)
         let rest = line
             .trim()
             .strip_prefix("palaver listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line from palaver: {line:?}"));
-        let (addr, id) = rest.split_once(" node=").expect("node id on the listening line");
-        Node { child, addr: addr.parse().expect("socket address"), id: id.to_owned() }
+        let (addr, rest) = rest.split_once(" node=").expect("node id on the listening line");
+        let (id, api) = match rest.split_once(" api=http://") {
+            Some((id, api)) => (id, Some(api.parse().expect("api socket address"))),
+            None => (rest, None),
+        };
+        Node { child, addr: addr.parse().expect("socket address"), id: id.to_owned(), api }
     }
 
     /// WebSocket URL for a user name.

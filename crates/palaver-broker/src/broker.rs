@@ -8,6 +8,8 @@ use palaver_protocol::{
     UserName, Witness,
 };
 
+use crate::cluster::{ClusterReport, Control, NodeReport, RoomsPage};
+
 /// Where a broker delivers the events of subscribed rooms (the node's hub).
 ///
 /// `deliver` is called in channel order for each room, from the broker's own
@@ -22,6 +24,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// re-subscribed (`true`). Events published in between were not delivered;
     /// the inbox recovers them from history.
     fn bus_state(&self, up: bool);
+
+    /// A control order for this node (e.g. disconnect a user's connections).
+    /// Like `deliver`, it must not block.
+    fn control(&self, _order: Control) {}
 }
 
 /// A message to sequence: everything but the sequence number and timestamp.
@@ -193,4 +199,23 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can serve traffic now (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    // The server API's view of the cluster (see [`crate::cluster`]).
+
+    /// Announces this node's numbers; the gateway calls it periodically. In
+    /// Redis the report (and this node's list of active rooms) expires unless
+    /// refreshed, so a dead node drops out of [`Broker::nodes`] on its own.
+    async fn report(&self, report: NodeReport) -> Result<(), BrokerError>;
+
+    /// Every live node's latest report, and the distinct active rooms.
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError>;
+
+    /// Active rooms (members on some node) named after `after`, ascending,
+    /// at most `limit` (capped at [`crate::cluster::MAX_ROOMS_PAGE`]).
+    async fn rooms(&self, after: Option<&RoomName>, limit: usize)
+    -> Result<RoomsPage, BrokerError>;
+
+    /// Carries an order to every node's inbox (this one's included). Returns
+    /// how many nodes received it.
+    async fn control(&self, order: Control) -> Result<u64, BrokerError>;
 }

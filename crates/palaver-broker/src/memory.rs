@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::{
     broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
+    cluster::{ClusterReport, Control, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
     util::{new_epoch, now_ms},
 };
 
@@ -30,6 +31,8 @@ pub struct MemoryBroker {
     capacity: usize,
     rooms: RwLock<HashMap<RoomName, Arc<Mutex<RoomLog>>>>,
     presence: Mutex<HashMap<RoomName, HashMap<UserName, usize>>>,
+    /// The node's latest report: the whole "cluster".
+    report: Mutex<Option<NodeReport>>,
 }
 
 /// One room's sequence, bounded history and idempotency index.
@@ -117,6 +120,7 @@ impl MemoryBroker {
             capacity: capacity.max(1),
             rooms: RwLock::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
+            report: Mutex::new(None),
         }
     }
 
@@ -237,6 +241,41 @@ impl Broker for MemoryBroker {
 
     fn is_ready(&self) -> bool {
         true
+    }
+
+    async fn report(&self, report: NodeReport) -> Result<(), BrokerError> {
+        *self.report.lock() = Some(report);
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
+        let nodes = self.report.lock().iter().cloned().collect();
+        Ok(ClusterReport { nodes, rooms: self.presence.lock().len() as u64 })
+    }
+
+    async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<RoomsPage, BrokerError> {
+        let limit = limit.clamp(1, MAX_ROOMS_PAGE);
+        // One node's rooms: a scan of the presence map, O(rooms) per page.
+        let mut rooms: Vec<RoomSummary> = self
+            .presence
+            .lock()
+            .iter()
+            .filter(|(room, _)| after.is_none_or(|after| *room > after))
+            .map(|(room, users)| RoomSummary { room: room.clone(), members: users.len() as u64 })
+            .collect();
+        rooms.sort_unstable_by(|a, b| a.room.cmp(&b.room));
+        let more = rooms.len() > limit;
+        rooms.truncate(limit);
+        Ok(RoomsPage { rooms, more })
+    }
+
+    async fn control(&self, order: Control) -> Result<u64, BrokerError> {
+        self.inbox.control(order);
+        Ok(1)
     }
 }
 
@@ -364,5 +403,26 @@ mod tests {
         assert!(!broker.head(&room(), claim(3, "m3")).await.expect("ok").lost);
         assert!(broker.head(&room(), claim(3, "m9")).await.expect("ok").lost);
         assert!(broker.head(&room(), claim(4, "m4")).await.expect("ok").lost);
+    }
+
+    #[tokio::test]
+    async fn rooms_page_by_name_with_member_counts() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 5);
+        let users = ["ann", "bob"].map(|u| UserName::parse(u).expect("valid"));
+        for (name, members) in [("c", 1), ("a", 2), ("b", 1)] {
+            let room = RoomName::parse(name).expect("valid");
+            for user in &users[..members] {
+                broker.presence_join(&room, user, "s").await.expect("ok");
+            }
+        }
+        let names = |page: &RoomsPage| {
+            page.rooms.iter().map(|r| (r.room.to_string(), r.members)).collect::<Vec<_>>()
+        };
+        let first = broker.rooms(None, 2).await.expect("ok");
+        assert_eq!(names(&first), vec![("a".into(), 2), ("b".into(), 1)]);
+        assert!(first.more);
+        let b = RoomName::parse("b").expect("valid");
+        let rest = broker.rooms(Some(&b), 2).await.expect("ok");
+        assert_eq!((names(&rest), rest.more), (vec![("c".into(), 1)], false));
     }
 }

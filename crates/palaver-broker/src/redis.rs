@@ -24,6 +24,10 @@
 //! | channel | carries |
 //! |---------|---------|
 //! | `{prefix}:room:{<room>}` | JSON [`Envelope`]s: messages (in seq order) and presence events |
+//! | `{prefix}:control` | JSON [`Control`](crate::Control) orders for every node (`control`) |
+//!
+//! The cluster directory (live nodes, their reports and active rooms) has
+//! its own keys, listed in `directory`.
 //!
 //! The four history keys share one TTL (`room_ttl`, default 7 days) that
 //! publishes refresh (reads too, when less than half is left); an idle room
@@ -44,8 +48,12 @@
 //! - `history`: head and history reads, coalesced by `flight`.
 //! - `presence`: cluster-wide presence with expiring entries.
 //! - `stats`: counters for metrics ([`RedisStats`]).
+//! - `control`: the node-control channel (server API orders to every node).
+//! - `directory`: node reports and the index of active rooms (server API).
 
 mod connections;
+mod control;
+mod directory;
 mod flight;
 mod history;
 mod keys;
@@ -73,6 +81,7 @@ use tracing::{info, warn};
 pub use self::stats::{RedisStats, RedisStatsSnapshot};
 use self::{
     connections::CommandPool,
+    directory::Directory,
     flight::SingleFlight,
     history::Read,
     keys::{RoomKeys, envelope_head},
@@ -85,6 +94,7 @@ use self::{
 };
 use crate::{
     broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
+    cluster::{ClusterReport, Control, NodeReport, RoomsPage},
     util::new_epoch,
 };
 
@@ -120,6 +130,10 @@ pub struct RedisConfig {
     /// it again for this long (a client could otherwise claim messages that
     /// never existed and reset a room at will). Default 10 s.
     pub reset_cooldown: Duration,
+    /// A node's report (and its list of active rooms) expires this long
+    /// after it was written, so dead nodes leave the directory. The gateway
+    /// reports every third of it. Default 6 s.
+    pub report_ttl: Duration,
     /// Cancelling it stops the broker's background tasks (dropping the broker does too).
     pub shutdown: CancellationToken,
 }
@@ -139,6 +153,7 @@ impl RedisConfig {
             connections: 4,
             heartbeat: Duration::from_secs(1),
             reset_cooldown: Duration::from_secs(10),
+            report_ttl: Duration::from_secs(6),
             shutdown: CancellationToken::new(),
         }
     }
@@ -158,6 +173,7 @@ impl fmt::Debug for RedisConfig {
             .field("connections", &self.connections)
             .field("heartbeat", &self.heartbeat)
             .field("reset_cooldown", &self.reset_cooldown)
+            .field("report_ttl", &self.report_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +209,7 @@ struct Core {
     stats: Arc<RedisStats>,
     /// Parse and fan out bus events off the reader, one worker per core.
     workers: Workers,
+    directory: Directory,
 }
 
 impl Core {
@@ -315,6 +332,7 @@ impl RedisBroker {
             read_permits: Semaphore::new(config.max_concurrent_reads.max(1)),
             stats,
             workers,
+            directory: Directory::default(),
             config: RedisConfig {
                 history_max: config.history_max.max(1),
                 presence_ttl: config.presence_ttl.max(Duration::from_millis(100)),
@@ -427,6 +445,26 @@ impl Broker for RedisBroker {
 
     fn is_ready(&self) -> bool {
         self.core.bus.is_up()
+    }
+
+    async fn report(&self, report: NodeReport) -> Result<(), BrokerError> {
+        self.core.report(&report).await
+    }
+
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
+        self.core.nodes().await
+    }
+
+    async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<RoomsPage, BrokerError> {
+        self.core.rooms(after, limit).await
+    }
+
+    async fn control(&self, order: Control) -> Result<u64, BrokerError> {
+        self.core.publish_control(&order).await
     }
 }
 

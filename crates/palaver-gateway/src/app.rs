@@ -11,8 +11,8 @@ use palaver_protocol::Limits;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config, metered_broker::MeteredBroker, metrics::Metrics, security::Security,
-    server::Backend,
+    config::Config, metered_broker::MeteredBroker, metrics::Metrics, registry::Registry,
+    security::Security, server::Backend,
 };
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
@@ -41,6 +41,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Auth, private rooms, origins and rate limits, from the config.
     pub security: Security,
+    /// Open connections by user (for the server API's disconnect).
+    pub registry: Arc<Registry>,
     accepting: AtomicBool,
 }
 
@@ -59,7 +61,13 @@ pub struct ConnectionStats {
 
 impl App {
     /// Builds the node state.
-    pub fn new(config: Config, node_id: String, hub: Arc<Hub>, backend: Backend) -> Self {
+    pub fn new(
+        config: Config,
+        node_id: String,
+        hub: Arc<Hub>,
+        registry: Arc<Registry>,
+        backend: Backend,
+    ) -> Self {
         let limits = Limits { max_text_chars: config.max_text, ..Limits::default() };
         let client_config =
             ClientConfig { queue_frames: config.queue_frames, queue_bytes: config.queue_bytes };
@@ -78,6 +86,7 @@ impl App {
             stats: ConnectionStats::default(),
             metrics,
             security,
+            registry,
             accepting: AtomicBool::new(true),
         }
     }

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use crate::{
     access::RoomPatterns,
+    api::keys::ApiKey,
     auth::{AuthMode, PublicKey, Secret},
     ratelimit::Rate,
 };
@@ -17,7 +18,7 @@ use crate::{
     name = "palaver",
     version,
     about = "Palaver chat gateway node",
-    after_help = "Mint an access token: palaver token --help"
+    after_help = "Mint an access token: palaver token --help\nCall a node's server API: palaver publish|history|disconnect --help"
 )]
 pub struct Config {
     /// Address to listen on (use port 0 for an ephemeral port).
@@ -185,6 +186,29 @@ pub struct Config {
     #[arg(long, env = "PALAVER_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
+    /// Server API keys (`Authorization: Bearer KEY`), comma-separated; several
+    /// at once for rotation, each at least 16 characters. None: the API is off.
+    #[arg(
+        long = "api-key",
+        env = "PALAVER_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<ApiKey>,
+
+    /// Serve the server API on this address instead of `--listen` (keep it
+    /// off the public load balancer). Unset: on `--listen`.
+    #[arg(long, env = "PALAVER_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// Server API requests per key (`100/s`, `off`); over it: 429 `rate_limited`.
+    #[arg(long, env = "PALAVER_API_RATE", default_value = "100/s")]
+    pub api_rate: Rate,
+
+    /// Burst of API requests per key above the rate.
+    #[arg(long, env = "PALAVER_API_BURST", default_value_t = 200)]
+    pub api_burst: u32,
+
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "PALAVER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -236,6 +260,20 @@ mod tests {
         assert_eq!(config.rate_burst, 40);
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert!(config.private_rooms.is_empty() && config.allowed_origins.is_empty());
+        assert!(config.api_keys.is_empty() && config.api_listen.is_none());
+        assert_eq!(config.api_rate, "100/s".parse().expect("rate"));
+    }
+
+    #[test]
+    fn several_api_keys_for_rotation() {
+        let config = Config::try_parse_from([
+            "palaver",
+            "--api-key",
+            "old-key-0123456789,new-key-0123456789",
+        ])
+        .expect("parses");
+        assert_eq!(config.api_keys.len(), 2);
+        assert!(Config::try_parse_from(["palaver", "--api-key", "short"]).is_err());
     }
 
     #[test]

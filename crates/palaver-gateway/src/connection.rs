@@ -55,6 +55,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         tracing::debug!("connected");
         let (client, outbox) =
             Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
+        app.registry.register(&client);
         let (sink, stream) = socket.split();
         // Not instrumented: entering the span on every poll of the hottest task
         // costs more than the few events it logs (they carry the session).
@@ -69,6 +70,7 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         if let Some(stream) = open {
             Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
         }
+        app.registry.unregister(&client);
         app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         app.metrics.connection_closed(client.close_code());
         tracing::debug!(code = client.close_code(), "disconnected");
@@ -284,8 +286,12 @@ async fn close_socket(
             }
         }
     }
-    let reason = reason_for(code);
-    let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    // An operator's disconnect carries its own reason; every other close a fixed one.
+    let reason = match app.registry.farewell(client.session()) {
+        Some(reason) => Utf8Bytes::from(&*reason),
+        None => Utf8Bytes::from_static(reason_for(code)),
+    };
+    let close = Message::Close(Some(CloseFrame { code, reason }));
     let _ = timeout(write_timeout, async {
         // After the peer's close, tungstenite has queued the echo and refuses
         // another close frame; closing the sink flushes the echo either way.

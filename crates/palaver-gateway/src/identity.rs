@@ -20,6 +20,11 @@ pub struct Identity {
     pub expires: Option<SystemTime>,
 }
 
+/// The user the server API posts as when the caller names none. Reserved:
+/// no guest may pick it (any case), so a message from it came through the API
+/// (or from a token the application minted with that name).
+pub const SYSTEM_USER: &str = "system";
+
 /// A guest from the `name` query parameter. `marked`: token users share the
 /// node, so the guest's name carries the guest mark (`~ann`) and can never
 /// pass for theirs.
@@ -32,6 +37,9 @@ pub fn guest(name: Option<&str>, marked: bool) -> Result<Identity, NameError> {
             &generated
         }
     };
+    if name.trim().eq_ignore_ascii_case(SYSTEM_USER) {
+        return Err(NameError::Reserved);
+    }
     let user = if marked { UserName::guest(name)? } else { UserName::parse_unmarked(name)? };
     Ok(Identity { user, subject: None, grants: Arc::default(), expires: None })
 }
@@ -56,5 +64,8 @@ mod tests {
         // Nobody picks the mark themselves, marked or not.
         assert!(name(Some("~ann"), false).is_err());
         assert!(name(Some("~ann"), true).is_err());
+        // The server API's default user is not for guests.
+        assert_eq!(guest(Some(" System"), false).err(), Some(NameError::Reserved));
+        assert_eq!(guest(Some("system"), true).err(), Some(NameError::Reserved));
     }
 }

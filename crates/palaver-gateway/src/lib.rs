@@ -7,13 +7,19 @@
 //! `/metrics` (the broker is wrapped in a [`metered_broker`]) and
 //! [`telemetry`] sets up logs and OpenTelemetry traces. [`security`] admits
 //! connections ([`auth`], [`origin`], [`ratelimit`]) and [`access`] keeps
-//! private rooms private.
+//! private rooms private. [`api`] is the server API for applications'
+//! backends (publish, history, members, rooms, disconnect, stats), with
+//! [`registry`] (connections by user) and [`directory`] (this node's report
+//! to the cluster) behind it; [`cli`] is its command-line client.
 
 pub mod access;
+pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod directory;
 pub mod http;
 pub mod identity;
 pub mod inbox;
@@ -22,6 +28,7 @@ pub mod metrics;
 pub mod mint;
 pub mod origin;
 pub mod ratelimit;
+pub mod registry;
 pub mod security;
 pub mod server;
 pub mod session;

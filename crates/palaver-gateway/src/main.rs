@@ -1,4 +1,5 @@
-//! `palaver`: one Palaver gateway node (`palaver token ...` mints an access token).
+//! `palaver`: one Palaver gateway node (`palaver token ...` mints an access
+//! token; `palaver publish|history|disconnect ...` call a node's server API).
 
 use clap::Parser;
 use palaver_gateway::{Config, telemetry::Telemetry};
@@ -7,6 +8,9 @@ use palaver_gateway::{Config, telemetry::Telemetry};
 async fn main() -> anyhow::Result<()> {
     if palaver_gateway::mint::requested() {
         return palaver_gateway::mint::run();
+    }
+    if palaver_gateway::cli::requested() {
+        return palaver_gateway::cli::run().await;
     }
     let mut config = Config::parse();
     // Resolved here so logs, traces and the node agree on one id.

@@ -6,7 +6,8 @@ use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use palaver_broker::{
-    Broker, BrokerError, Draft, Evidence, HistoryPage, Published, RoomHead, broker::SharedBroker,
+    Broker, BrokerError, ClusterReport, Control, Draft, Evidence, HistoryPage, NodeReport,
+    Published, RoomHead, RoomsPage, broker::SharedBroker,
 };
 use palaver_protocol::{HistoryQuery, PresenceState, RoomName, UserName};
 
@@ -119,6 +120,26 @@ impl Broker for MeteredBroker {
 
     fn is_ready(&self) -> bool {
         self.inner.is_ready()
+    }
+
+    async fn report(&self, report: NodeReport) -> Result<(), BrokerError> {
+        self.timed(BrokerOp::Report, self.inner.report(report)).await
+    }
+
+    async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
+        self.timed(BrokerOp::Nodes, self.inner.nodes()).await
+    }
+
+    async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<RoomsPage, BrokerError> {
+        self.timed(BrokerOp::Rooms, self.inner.rooms(after, limit)).await
+    }
+
+    async fn control(&self, order: Control) -> Result<u64, BrokerError> {
+        self.timed(BrokerOp::Control, self.inner.control(order)).await
     }
 }
 

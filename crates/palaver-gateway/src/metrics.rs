@@ -37,7 +37,7 @@ use prometheus_client::{
 use crate::app::App;
 
 /// Close codes with their own label value; anything else is `other`.
-const CLOSE_CODES: [CloseCode; 10] = CloseCode::ALL;
+const CLOSE_CODES: [CloseCode; CloseCode::ALL.len()] = CloseCode::ALL;
 /// Slots for error codes, indexed by the enum's discriminant; the last one
 /// collects any code past the others (there are 16 today).
 const ERROR_SLOTS: usize = 32;
@@ -91,11 +91,19 @@ pub enum BrokerOp {
     PresenceLeave,
     /// `members`: the room's users across the cluster.
     Members,
+    /// `report`: this node's numbers for the cluster directory.
+    Report,
+    /// `nodes`: every live node's report (server API `/stats`).
+    Nodes,
+    /// `rooms`: a page of active rooms (server API `/rooms`).
+    Rooms,
+    /// `control`: an order to every node (server API disconnect).
+    Control,
 }
 
 impl BrokerOp {
     /// Every operation, in label order.
-    pub const ALL: [BrokerOp; 9] = [
+    pub const ALL: [BrokerOp; 13] = [
         BrokerOp::Publish,
         BrokerOp::Signal,
         BrokerOp::Subscribe,
@@ -105,6 +113,10 @@ impl BrokerOp {
         BrokerOp::PresenceJoin,
         BrokerOp::PresenceLeave,
         BrokerOp::Members,
+        BrokerOp::Report,
+        BrokerOp::Nodes,
+        BrokerOp::Rooms,
+        BrokerOp::Control,
     ];
 
     /// The `op` label value.
@@ -119,6 +131,10 @@ impl BrokerOp {
             BrokerOp::PresenceJoin => "presence_join",
             BrokerOp::PresenceLeave => "presence_leave",
             BrokerOp::Members => "members",
+            BrokerOp::Report => "report",
+            BrokerOp::Nodes => "nodes",
+            BrokerOp::Rooms => "rooms",
+            BrokerOp::Control => "control",
         }
     }
 }

@@ -21,6 +21,7 @@ use palaver_protocol::{CloseCode, NameError};
 
 use crate::{
     access::Access,
+    api::keys::ApiKeys,
     app::App,
     auth::{self, AuthError, AuthMode, Verifier},
     config::Config,
@@ -43,6 +44,8 @@ pub struct Security {
     pub origins: Origins,
     /// Per-IP connection counts and rates.
     pub peers: Arc<PeerLimits>,
+    /// Server API keys and their budgets.
+    pub api: ApiKeys,
     client_ip_header: Option<HeaderName>,
 }
 
@@ -127,6 +130,9 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     if config.auth == AuthMode::Token && !has_key {
         anyhow::bail!("--auth token needs --jwt-secret or --jwt-public-key");
     }
+    if config.api_listen.is_some() && config.api_keys.is_empty() {
+        anyhow::bail!("--api-listen needs at least one --api-key");
+    }
     if !config.private_rooms.is_empty() && !has_key {
         tracing::warn!("private rooms are configured but no token key: nobody can enter them");
     }
@@ -152,6 +158,7 @@ impl Security {
                 config.conn_rate_per_ip,
                 config.conn_burst_per_ip,
             )),
+            api: ApiKeys::new(config.api_keys.clone(), config.api_rate, config.api_burst),
             client_ip_header: config.client_ip_header.clone(),
         }
     }

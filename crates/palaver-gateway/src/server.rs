@@ -13,7 +13,7 @@ use axum::{
 use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
 use palaver_hub::Hub;
 
-use crate::{app::App, config::Config, inbox::HubInbox, web};
+use crate::{app::App, config::Config, inbox::HubInbox, registry::Registry, web};
 
 /// The broker the config asks for: Redis when `--redis-url` is set, else memory.
 pub struct Backend {
@@ -24,8 +24,13 @@ pub struct Backend {
 }
 
 /// Builds the broker the config asks for.
-async fn backend(config: &Config, node_id: &str, hub: &Arc<Hub>) -> anyhow::Result<Backend> {
-    let inbox = Arc::new(HubInbox(hub.clone()));
+async fn backend(
+    config: &Config,
+    node_id: &str,
+    hub: &Arc<Hub>,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Backend> {
+    let inbox = Arc::new(HubInbox { hub: hub.clone(), registry: registry.clone() });
     let Some(url) = &config.redis_url else {
         let broker = Arc::new(MemoryBroker::new(inbox, config.history_size));
         return Ok(Backend { broker, redis: None });
@@ -35,6 +40,7 @@ async fn backend(config: &Config, node_id: &str, hub: &Arc<Hub>) -> anyhow::Resu
     redis.history_max = config.history_size;
     redis.room_ttl = config.history_ttl;
     redis.presence_ttl = config.presence_ttl;
+    redis.report_ttl = crate::directory::REPORT_EVERY * 3;
     let redis = RedisBroker::connect(redis, inbox).await.context("redis broker")?;
     if !redis.is_ready() {
         tracing::warn!(url = %url, "redis is not reachable yet; starting not ready");
@@ -42,15 +48,26 @@ async fn backend(config: &Config, node_id: &str, hub: &Arc<Hub>) -> anyhow::Resu
     Ok(Backend { broker: redis.clone(), redis: Some(redis) })
 }
 
-/// The HTTP routes of a node.
+/// The HTTP routes of a node: WebSocket, probes, metrics, the web chat, and
+/// the server API unless it has a listener of its own.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::scrape))
-        .merge(web::routes())
-        .with_state(app)
+        .merge(web::routes());
+    let router = match (crate::api::routes(&app), app.config.api_listen) {
+        (Some(api), None) => router.merge(api),
+        _ => router,
+    };
+    router.with_state(app)
+}
+
+/// The routes of the `--api-listen` listener: the server API and `/healthz`.
+fn api_router(app: Arc<App>) -> Option<Router> {
+    let api = crate::api::routes(&app)?;
+    Some(api.route("/healthz", get(|| async { "ok" })).with_state(app))
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -113,17 +130,37 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     crate::security::check(&config)?;
     let node_id = config.resolve_node_id();
     let hub = Arc::new(Hub::with_presence_batch_above(config.presence_batch_above));
-    let backend = backend(&config, &node_id, &hub).await?;
+    let registry = Arc::new(Registry::default());
+    let backend = backend(&config, &node_id, &hub, &registry).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(config, node_id.clone(), hub, backend));
-    // The line tests and scripts wait for; keep its shape.
-    println!("palaver listening on http://{addr} node={node_id}");
-    tracing::info!(%addr, node = %node_id, "listening");
+    let api_listener = match config.api_listen {
+        Some(api) => Some(
+            tokio::net::TcpListener::bind(api)
+                .await
+                .with_context(|| format!("cannot listen on {api} (--api-listen)"))?,
+        ),
+        None => None,
+    };
+    let app = Arc::new(App::new(config, node_id.clone(), hub, registry, backend));
+    // The line tests and scripts wait for; keep its shape (` api=` is added
+    // only with --api-listen).
+    match &api_listener {
+        Some(api) => {
+            let api = api.local_addr()?;
+            println!("palaver listening on http://{addr} node={node_id} api=http://{api}");
+            tracing::info!(%addr, %api, node = %node_id, "listening");
+        }
+        None => {
+            println!("palaver listening on http://{addr} node={node_id}");
+            tracing::info!(%addr, node = %node_id, "listening");
+        }
+    }
 
     tokio::spawn(flush_presence(app.clone()));
+    tokio::spawn(crate::directory::report(app.clone()));
     let signal_app = app.clone();
     tokio::spawn(async move {
         crate::shutdown::signal().await;
@@ -131,7 +168,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     });
     // Like `axum::serve`, plus a deadline on request heads and the peer address.
     let header_timeout = app.config.header_timeout;
+    let api = api_listener.zip(api_router(app.clone())).map(|(listener, router)| {
+        tokio::spawn(crate::http::serve(listener, router, header_timeout, app.shutdown.clone()))
+    });
     crate::http::serve(listener, router(app.clone()), header_timeout, app.shutdown.clone()).await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
 
     // Accepting has stopped; every connection was told to close with 1001.
     app.connections.close();

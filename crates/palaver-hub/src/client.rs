@@ -232,9 +232,14 @@ impl Client {
 
     /// Asks the connection to close with `code`. The first code wins.
     pub fn close(&self, code: CloseCode) {
-        tracing::debug!(code = code.code(), "close requested");
-        let _ =
-            self.close_code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.close_with(code.code());
+    }
+
+    /// Like [`Client::close`] with any close code, e.g. an application code
+    /// (4000–4999) an operator chose when disconnecting the user.
+    pub fn close_with(&self, code: u16) {
+        tracing::debug!(code, "close requested");
+        let _ = self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.closed.store(true, Ordering::Release);
         self.closing.cancel();
         // The write task waits on the queue, not on the token (cheaper per wake).

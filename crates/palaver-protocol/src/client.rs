@@ -159,17 +159,7 @@ impl ClientFrame {
                     .text
                     .as_deref()
                     .ok_or_else(|| fail(ErrorCode::MissingField, "missing \"text\"".into()))?;
-                let text = clean_text(text);
-                // Blank (only white space) is empty too; spaces inside are kept.
-                if text.trim().is_empty() {
-                    return Err(fail(ErrorCode::EmptyText, "text is empty".into()));
-                }
-                if text.chars().count() > limits.max_text_chars {
-                    return Err(fail(
-                        ErrorCode::TextTooLong,
-                        format!("text must be at most {} characters", limits.max_text_chars),
-                    ));
-                }
+                let text = check_text(text, limits).map_err(|(code, msg)| fail(code, msg))?;
                 Ok(ClientFrame::Send { room, text, id })
             }
             "history" => {
@@ -217,6 +207,21 @@ impl ClientFrame {
             ClientFrame::Auth { .. } | ClientFrame::Ping => None,
         }
     }
+}
+
+/// A message text as `send` stores it: control characters stripped
+/// ([`clean_text`]), then non-empty and within `limits.max_text_chars`; else
+/// the error code and message. The server API checks its texts the same way.
+pub fn check_text(text: &str, limits: &Limits) -> Result<String, (ErrorCode, String)> {
+    let text = clean_text(text);
+    if text.trim().is_empty() {
+        return Err((ErrorCode::EmptyText, "text is empty".into()));
+    }
+    if text.chars().count() > limits.max_text_chars {
+        let message = format!("text must be at most {} characters", limits.max_text_chars);
+        return Err((ErrorCode::TextTooLong, message));
+    }
+    Ok(text)
 }
 
 /// Strips control characters other than newline and tab (NUL, escape

@@ -95,11 +95,14 @@ pub enum CloseCode {
     HeartbeatTimeout,
     /// 4001: authentication missing, invalid or expired.
     Unauthorized,
+    /// 4002: an operator disconnected the user (server API); the default
+    /// code of `POST /api/v1/users/{user}/disconnect`.
+    Disconnected,
 }
 
 impl CloseCode {
     /// Every close code the server sends.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -110,6 +113,7 @@ impl CloseCode {
         CloseCode::TryAgainLater,
         CloseCode::HeartbeatTimeout,
         CloseCode::Unauthorized,
+        CloseCode::Disconnected,
     ];
 
     /// The close code with this number, if the server uses it.
@@ -130,6 +134,7 @@ impl CloseCode {
             CloseCode::TryAgainLater => 1013,
             CloseCode::HeartbeatTimeout => 4000,
             CloseCode::Unauthorized => 4001,
+            CloseCode::Disconnected => 4002,
         }
     }
 
@@ -146,6 +151,7 @@ impl CloseCode {
             CloseCode::TryAgainLater => "slow consumer",
             CloseCode::HeartbeatTimeout => "heartbeat timeout",
             CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Disconnected => "disconnected by the server",
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod message;
 pub mod names;
 pub mod server;
 
-pub use client::{ClientFrame, DecodeError, HistoryQuery};
+pub use client::{ClientFrame, DecodeError, HistoryQuery, check_text};
 pub use codes::{CloseCode, ErrorCode};
 pub use envelope::{BusEvent, Envelope};
 pub use limits::Limits;

@@ -20,6 +20,9 @@ pub enum NameError {
     /// Contains a character outside the allowed set.
     #[error("contains a character that is not allowed: {0:?}")]
     BadChar(char),
+    /// A name the server keeps for itself (guests may not pick it).
+    #[error("is reserved")]
+    Reserved,
 }
 
 /// Longest room name, in bytes (room names are ASCII).

@@ -10,7 +10,8 @@
 //! anyone still waiting on the old gate sees that and starts over.
 //!
 //! One supervisor task owns the connection. It connects with exponential
-//! backoff and jitter, re-subscribes every room with interest (holding their
+//! backoff and jitter, subscribes the node-control channel (`control`),
+//! re-subscribes every room with interest (holding their
 //! gates, so no concurrent leave is undone), tells the inbox the bus is back,
 //! then reads: each payload goes to its room's worker (`workers`), which
 //! parses it as an `Envelope` and delivers it in channel order. A `PING` every heartbeat detects a connection that died
@@ -38,7 +39,7 @@ use tokio::{sync::oneshot, time::timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Core, keys::channel, stats::add};
+use super::{Core, control, keys::channel, stats::add};
 use crate::broker::BrokerError;
 
 /// Most channels sent in one `SUBSCRIBE` when re-subscribing.
@@ -212,7 +213,13 @@ pub(crate) async fn supervise(
             Ok(Ok(pubsub)) => {
                 let (sink, mut stream) = pubsub.split();
                 *core.bus.sink.lock() = Some(sink.clone());
-                match core.bus.resubscribe(&sink).await {
+                // Node-control orders reach every node, whatever its rooms.
+                let limit = core.config.command_timeout;
+                let subscribed = match control::subscribe(&core.config.prefix, &sink, limit).await {
+                    Ok(()) => core.bus.resubscribe(&sink).await,
+                    Err(e) => Err(e),
+                };
+                match subscribed {
                     Ok(rooms) => {
                         core.bus.up.store(true, Ordering::Release);
                         if connected_before {
@@ -293,11 +300,14 @@ async fn read(
             biased;
             _ = shutdown.cancelled() => return Ended::Shutdown,
             message = stream.next() => match message {
-                Some(message) => core.workers.dispatch(
-                    message.get_channel_name(),
-                    message.get_payload_bytes(),
-                    &core.stats,
-                ),
+                Some(message) => {
+                    let channel = message.get_channel_name();
+                    if control::is_control(&core.config.prefix, channel) {
+                        core.receive_control(message.get_payload_bytes());
+                    } else {
+                        core.workers.dispatch(channel, message.get_payload_bytes(), &core.stats);
+                    }
+                }
                 None => return Ended::Lost("connection closed".to_owned()),
             },
             reason = &mut heartbeat => return Ended::Lost(reason),

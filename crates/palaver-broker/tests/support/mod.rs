@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use palaver_broker::{Draft, Inbox, RedisBroker, RedisConfig};
+use palaver_broker::{Control, Draft, Inbox, RedisBroker, RedisConfig};
 use palaver_protocol::{BusEvent, ClientMessageId, Envelope, PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
 
@@ -116,6 +116,7 @@ pub struct Recorder {
     events: Mutex<Vec<Envelope>>,
     states: Mutex<Vec<bool>>,
     lost: Mutex<Vec<RoomName>>,
+    controls: Mutex<Vec<Control>>,
 }
 
 impl Inbox for Recorder {
@@ -129,6 +130,10 @@ impl Inbox for Recorder {
 
     fn bus_state(&self, up: bool) {
         self.states.lock().push(up);
+    }
+
+    fn control(&self, order: Control) {
+        self.controls.lock().push(order);
     }
 }
 
@@ -167,6 +172,12 @@ impl Recorder {
     /// Every `bus_state` call so far.
     pub fn states(&self) -> Vec<bool> {
         self.states.lock().clone()
+    }
+
+    /// Every control order received so far.
+    #[allow(dead_code)] // used by tests/directory.rs only
+    pub fn controls(&self) -> Vec<Control> {
+        self.controls.lock().clone()
     }
 }
 

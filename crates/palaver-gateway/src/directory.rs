@@ -1,0 +1,39 @@
+//! This node's entry in the cluster directory: every [`REPORT_EVERY`] it
+//! tells the broker how many connections and rooms it serves, so that any
+//! node's `/api/v1/stats` and `/api/v1/rooms` can answer for the cluster.
+//! (In Redis a report expires after three periods: a dead node drops out.)
+
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use palaver_broker::{NodeReport, util::now_ms};
+
+use crate::app::App;
+
+/// How often a node reports; the Redis broker's `report_ttl` is three times this.
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// This node's numbers now.
+pub fn local_report(app: &App) -> NodeReport {
+    NodeReport {
+        node: app.node_id.clone(),
+        connections: app.stats.open.load(Ordering::Relaxed),
+        rooms: app.hub.room_count() as u64,
+        at_ms: now_ms(),
+    }
+}
+
+/// Reports every [`REPORT_EVERY`] until shutdown.
+pub async fn report(app: Arc<App>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Failures are the broker's to report (metrics, the bus supervisor's logs).
+        if let Err(e) = app.broker.report(local_report(&app)).await {
+            tracing::debug!(error = %e, "node report failed");
+        }
+    }
+}
