@@ -45,7 +45,7 @@ use crate::{
     fanout::settle,
     latency::{LatencySink, Recorder},
     order::{Arrival, OrderCounts, SeqTracker},
-    procstat::Pid,
+    procstat::{self, Pid},
     progress::Progress,
     report::{self, Checks, ConnectSummary, LatencySummary, ProcUsage, ProcWindow},
     stamp::{MAX_HEADER_LEN, Stamp},
@@ -55,6 +55,9 @@ use crate::{
 
 /// Most messages one client writes per wake-up before flushing.
 const MAX_BATCH: u64 = 256;
+/// Send lag p99 above which the run is flagged: on a quiet machine it is ~2 ms,
+/// so more means the loadgen (or its core) was busy and the figures are suspect.
+const SEND_LAG_WARNING_US: f64 = 10_000.0;
 
 /// Where client `i` sits: its room and its member slot in that room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,6 +574,8 @@ pub struct ChatReport {
     redis: Option<ProcessCost>,
     loadgen: ProcUsage,
     loadgen_cpu_us_per_message: f64,
+    /// The machine's 1-minute load average when measuring began and ended.
+    load_average: [Option<f64>; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<Checks>,
     warnings: Vec<String>,
@@ -690,6 +695,9 @@ impl ChatReport {
                 report::kib(self.loadgen.rss_kib_end)
             ),
         ));
+        if let [Some(before), Some(after)] = self.load_average {
+            rows.push(("load average".into(), format!("{before:.2} -> {after:.2} (1 min)")));
+        }
         if let Some(checks) = &self.checks {
             let verdict =
                 if checks.passed { "PASS".to_owned() } else { checks.failures.join("; ") };
@@ -778,6 +786,7 @@ pub async fn run(
     let mut pids: Vec<Pid> = common.server_pids.iter().map(|&p| Pid::Other(p)).collect();
     pids.extend(args.redis_pid.map(Pid::Other));
     pids.push(Pid::Current);
+    let load_before = procstat::load_average();
     let window = ProcWindow::start(&pids);
     let window_started = Instant::now();
     let start = Instant::now() + Duration::from_millis(20);
@@ -826,6 +835,7 @@ pub async fn run(
     let grace_used = grace_started.elapsed().as_secs_f64();
     let mut usage = window.finish();
     let window_secs = window_started.elapsed().as_secs_f64();
+    let load_after = procstat::load_average();
     let loadgen = usage.pop().unwrap_or_default();
     let redis_usage = args.redis_pid.and_then(|_| usage.pop());
     let gateway_usage = usage;
@@ -927,6 +937,12 @@ pub async fn run(
             100.0 * report::ratio(messages.send_rate, messages.target_rate)
         ));
     }
+    if send_lag_us.p99 > SEND_LAG_WARNING_US {
+        warnings.push(format!(
+            "send lag p99 {}: the loadgen fell behind its schedule (busy machine?); compare with care",
+            report::micros(send_lag_us.p99)
+        ));
+    }
     if loadgen.cpu_cores > 0.9 * workers as f64 {
         warnings.push(format!(
             "the loadgen used {:.2} of its {workers} worker cores: it may be the bottleneck",
@@ -959,6 +975,7 @@ pub async fn run(
         redis,
         loadgen_cpu_us_per_message: report::ratio(loadgen.cpu_secs * 1e6, sent as f64),
         loadgen,
+        load_average: [load_before, load_after],
         checks,
         warnings,
     })

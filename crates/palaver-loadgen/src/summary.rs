@@ -241,6 +241,7 @@ fn chat_table(reports: &[&Value]) -> String {
             "gateway cores",
             "redis cores",
             "loadgen cores",
+            "send lag p99 ms",
             "check",
         ],
     );
@@ -276,6 +277,7 @@ fn chat_table(reports: &[&Value]) -> String {
                     num(r, "/gateways/cpu_cores", 2),
                     num(r, "/redis/cpu_cores", 2),
                     num(r, "/loadgen/cpu_cores", 2),
+                    ms(r, "/send_lag_us/p99"),
                     verdict(r),
                 ],
             )
@@ -438,6 +440,7 @@ mod tests {
             "gateways": {"cpu_us_per_message": 92.25, "cpu_cores": 0.37},
             "redis": {"cpu_us_per_message": 110.0, "cpu_cores": 0.44},
             "loadgen": {"cpu_cores": 0.4},
+            "send_lag_us": {"p99": 2000.0},
             "checks": {"passed": passed, "failures": []}
         })
     }
@@ -454,7 +457,7 @@ mod tests {
         assert!(out.starts_with("### chat\n"), "{out}");
         assert!(out.contains("| rate | setup | nodes | rooms x members |"), "{out}");
         assert!(
-            out.contains("| 4000 | redis-3 | 2 | 1,000 x 2 | 4,000 | 4,000 | 3,990 | 7,980 | 0.50 | 8.00 | 9.00 | 0 | 1/0 | 92.2 | 110.0 | 0.37 | 0.44 | 0.40 | pass |"),
+            out.contains("| 4000 | redis-3 | 2 | 1,000 x 2 | 4,000 | 4,000 | 3,990 | 7,980 | 0.50 | 8.00 | 9.00 | 0 | 1/0 | 92.2 | 110.0 | 0.37 | 0.44 | 0.40 | 2.00 | pass |"),
             "{out}"
         );
         assert!(out.contains("Knee (redis-3): 9,950 msgs/s delivered with p99 40.00 ms"), "{out}");
