@@ -133,14 +133,21 @@ pub struct LedgerTotals {
     pub seq_unfilled: u64,
     /// Sender counters skipped and never filled (lost messages seen as gaps).
     pub sender_unfilled: u64,
-    /// As the [`Ledger`] fields of the same names.
+    /// Room `seq`s that arrived late (see [`Ledger::seq_out_of_order`]).
     pub seq_out_of_order: u64,
+    /// Room `seq`s delivered again.
     pub seq_duplicates: u64,
+    /// This run's messages from clients of another room.
     pub misrouted: u64,
+    /// Message frames that are not this run's.
     pub foreign: u64,
+    /// `ack` frames.
     pub acks: u64,
+    /// This run's sends refused with an `error` frame.
     pub refused: u64,
+    /// `error` frames by code.
     pub errors: BTreeMap<String, u64>,
+    /// Other frames (presence, ...).
     pub other: u64,
 }
 
