@@ -10,23 +10,34 @@
 #   idle      server memory per idle connection at 1,000, 5,000 and 15,000 connections
 #   cluster   the capacity sweep on 1 and 3 palaver nodes over one private Redis
 #             (skipped with a note if the Redis backend is not available)
+#   chat      many small rooms in which every member sends (1,000 rooms x 2): for memory
+#             mode (1 gateway), 1 gateway + Redis and 3 gateways + Redis, a sweep of the
+#             total offered msgs/s; reports gateway and redis-server CPU µs per message and
+#             the knee (highest delivered msgs/s with p99 < 100 ms, 0 loss, senders on rate).
+#             `INFO commandstats` of every Redis run is kept in the logs directory.
 # Every report is appended as one JSON line to the results file, and the
 # results are printed as markdown tables (palaver-loadgen summarize).
 #
 # Only loopback traffic; every run is bounded by `timeout`; the sweeps stop at
 # the first failing rate. Knobs (environment variables):
-#   BENCH_STEPS="capacity cost idle cluster"   steps to run
+#   BENCH_STEPS="capacity cost idle cluster chat"  steps to run
 #   BENCH_SERVERS="palaver seed-go"             servers for the capacity and cost steps
 #   BENCH_RATES="1 2 5 10 20 30 50 75 100"      msgs/s per sender for sweeps
 #   BENCH_COST="100000 200000"                  deliveries/s for the cost step
 #   BENCH_IDLE="1000 5000 15000"                connection counts for the idle step
 #   BENCH_NODES="1 3"                           node counts for the cluster step
+#   BENCH_CHAT_SETUPS="memory redis-1 redis-3"  chat: memory mode, or redis-N (N gateways + Redis)
+#   BENCH_CHAT_RATES="2000 4000 10000 20000 30000"  chat: total offered msgs/s (per client: / clients)
+#   BENCH_CHAT_ROOMS=1000 BENCH_CHAT_MEMBERS=2  chat: rooms and members per room (all send)
+#   BENCH_CHAT_DURATION=8s BENCH_CHAT_GRACE=4s  chat: sending time and grace per run
+#   BENCH_CHAT_KEEP_GOING=1                     chat: run every rate even after one fails
 #   BENCH_CLIENTS=1000 BENCH_SENDERS=10 BENCH_PAYLOAD=100
 #   BENCH_DURATION=10s BENCH_GRACE=5s BENCH_MAX_P99=100ms
 #   BENCH_RESULTS=target/bench/results-<time>.jsonl
 #   BENCH_SKIP_BUILD=1                          use the binaries already built
 #   BENCH_SERVER_CPUS=0 BENCH_LOADGEN_CPUS=1    pin servers and the loadgen to CPU lists
 #                                               (taskset); unset: no pinning
+#   BENCH_REDIS_CPUS=1                          pin redis-server (default: BENCH_LOADGEN_CPUS)
 #   BENCH_LOADGEN_ARGS="--workers 1"            extra loadgen options for every run
 #   SEED_GO_SRC=<dir of the seed's main.go and build.sh> (default ../shared/peers/seed-go)
 #   RUST_LOG=warn                               palaver's log level during runs
@@ -39,7 +50,7 @@ set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-STEPS=${BENCH_STEPS:-capacity cost idle cluster}
+STEPS=${BENCH_STEPS:-capacity cost idle cluster chat}
 SERVERS=${BENCH_SERVERS:-palaver seed-go}
 RATES=${BENCH_RATES:-1 2 5 10 20 30 50 75 100}
 COST=${BENCH_COST:-100000 200000}
@@ -51,6 +62,13 @@ PAYLOAD=${BENCH_PAYLOAD:-100}
 DURATION=${BENCH_DURATION:-10s}
 GRACE=${BENCH_GRACE:-5s}
 MAX_P99=${BENCH_MAX_P99:-100ms}
+CHAT_SETUPS=${BENCH_CHAT_SETUPS:-memory redis-1 redis-3}
+CHAT_RATES=${BENCH_CHAT_RATES:-2000 4000 10000 20000 30000}
+CHAT_ROOMS=${BENCH_CHAT_ROOMS:-1000}
+CHAT_MEMBERS=${BENCH_CHAT_MEMBERS:-2}
+CHAT_DURATION=${BENCH_CHAT_DURATION:-8s}
+CHAT_GRACE=${BENCH_CHAT_GRACE:-4s}
+CHAT_KEEP_GOING=${BENCH_CHAT_KEEP_GOING:-}
 RESULTS=${BENCH_RESULTS:-target/bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
 SEED_SRC=${SEED_GO_SRC:-$repo/../shared/peers/seed-go}
 export RUST_LOG=${RUST_LOG:-warn}
@@ -58,12 +76,15 @@ PALAVER_FLAGS=${PALAVER_FLAGS:---max-conns-per-ip 0 --conn-rate-per-ip off --rat
 
 SERVER_CPUS=${BENCH_SERVER_CPUS:-}
 LOADGEN_CPUS=${BENCH_LOADGEN_CPUS:-}
+REDIS_CPUS=${BENCH_REDIS_CPUS:-$LOADGEN_CPUS}
 LOADGEN_ARGS=${BENCH_LOADGEN_ARGS:-}
 # Command prefixes that pin to a CPU list; taskset execs, so $! stays the server's pid.
 SERVER_PIN=()
 LOADGEN_PIN=()
+REDIS_PIN=()
 [ -n "$SERVER_CPUS" ] && SERVER_PIN=(taskset -c "$SERVER_CPUS")
 [ -n "$LOADGEN_CPUS" ] && LOADGEN_PIN=(taskset -c "$LOADGEN_CPUS")
+[ -n "$REDIS_CPUS" ] && REDIS_PIN=(taskset -c "$REDIS_CPUS")
 
 PALAVER=$repo/target/release/palaver
 LOADGEN=$repo/target/release/palaver-loadgen
@@ -238,16 +259,17 @@ step_idle() {
   done
 }
 
-# Starts a private redis-server; sets REDIS_PID and REDIS_URL.
+# Starts a private redis-server; sets REDIS_PID, REDIS_PORT and REDIS_URL.
 start_redis() {
   local port dir
   command -v redis-server >/dev/null || { log "redis-server is not installed (apt-get install redis-server)"; return 1; }
   port=$(free_port)
   dir=$(mktemp -d)
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+  "${REDIS_PIN[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
     >"$LOGS/redis-$port.log" 2>&1 &
   REDIS_PID=$!
   PIDS+=("$REDIS_PID")
+  REDIS_PORT=$port
   REDIS_URL=redis://127.0.0.1:$port
   REDIS_DIR=$dir
   wait_port "$port" || { log "redis-server did not start"; stop "$REDIS_PID"; return 1; }
@@ -287,21 +309,83 @@ step_cluster() {
   done
 }
 
+# Many small rooms, every member sending: a sweep of total msgs/s per setup
+# (memory: one gateway, no Redis; redis-N: N gateways over one private Redis).
+step_chat() {
+  local setup nodes rate per_client i status urls pids node_pids redis_args clients
+  clients=$((CHAT_ROOMS * CHAT_MEMBERS))
+  for setup in $CHAT_SETUPS; do
+    case $setup in
+      memory) nodes=1 ;;
+      redis-[0-9]*) nodes=${setup#redis-} ;;
+      *) log "chat: unknown setup $setup (memory, redis-N)"; continue ;;
+    esac
+    for rate in $CHAT_RATES; do
+      per_client=$(awk -v t="$rate" -v c="$clients" 'BEGIN { printf "%g", t / c }')
+      urls=() pids=() node_pids=() redis_args=()
+      if [ "$setup" != memory ]; then
+        start_redis || return 1
+        redis_args=(--redis-pid "$REDIS_PID")
+      fi
+      for i in $(seq "$nodes"); do
+        if [ "$setup" = memory ]; then
+          start_palaver "chat-$setup-$rate" || return 1
+        elif ! start_palaver "chat-$setup-$rate-n$i" --redis-url "$REDIS_URL" --node-id "n$i"; then
+          for pid in "${node_pids[@]}"; do stop "$pid"; done
+          stop "$REDIS_PID"
+          return 1
+        fi
+        node_pids+=("$SERVER_PID")
+        urls+=(--url "$SERVER_URL")
+        pids+=(--server-pid "$SERVER_PID")
+      done
+      log "chat: $setup, $CHAT_ROOMS rooms x $CHAT_MEMBERS members, $rate msgs/s ($per_client per client)"
+      loadgen chat --rooms "$CHAT_ROOMS" --members "$CHAT_MEMBERS" --rate "$per_client" \
+        --payload "$PAYLOAD" --duration "$CHAT_DURATION" --grace "$CHAT_GRACE" \
+        "${urls[@]}" "${pids[@]}" "${redis_args[@]}" \
+        --max-p99 "$MAX_P99" --max-loss-ratio 0 --min-send-ratio 0.95 \
+        --tag bench=chat --tag setup="$setup" --tag rate="$rate"
+      status=$?
+      if [ "$setup" != memory ]; then
+        redis-cli -p "$REDIS_PORT" INFO commandstats >"$LOGS/chat-$setup-$rate.commandstats" 2>&1
+      fi
+      for pid in "${node_pids[@]}"; do stop "$pid"; done
+      if [ "$setup" != memory ]; then
+        stop "$REDIS_PID"
+        rm -rf "$REDIS_DIR"
+      fi
+      if [ "$status" -ne 0 ]; then
+        log "chat: $setup fails at $rate msgs/s (status $status)"
+        [ -n "$CHAT_KEEP_GOING" ] || break
+      fi
+    done
+  done
+}
+
 # --- main -------------------------------------------------------------------
 
 mkdir -p "$(dirname "$RESULTS")" "$LOGS"
 # Clients and servers inherit this: 15,000 idle connections need the fds.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# The seed is needed only by steps that run it (capacity and cost with seed-go, idle).
+NEED_SEED=
+for step in $STEPS; do
+  case $step in
+    idle) NEED_SEED=1 ;;
+    capacity|cost) case " $SERVERS " in *" seed-go "*) NEED_SEED=1 ;; esac ;;
+  esac
+done
+
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   log "building release binaries"
   cargo build --release -p palaver-gateway -p palaver-loadgen || die "cargo build failed"
-  if [ ! -x "$SEED" ] || [ "$SEED_SRC/main.go" -nt "$SEED" ]; then
+  if [ -n "$NEED_SEED" ] && { [ ! -x "$SEED" ] || [ "$SEED_SRC/main.go" -nt "$SEED" ]; }; then
     [ -f "$SEED_SRC/build.sh" ] || die "seed-go sources not found in $SEED_SRC (set SEED_GO_SRC)"
     bash "$SEED_SRC/build.sh" "$SEED" || die "seed-go build failed"
   fi
 fi
-for bin in "$PALAVER" "$LOADGEN" "$SEED"; do
+for bin in "$PALAVER" "$LOADGEN" ${NEED_SEED:+"$SEED"}; do
   [ -x "$bin" ] || die "missing $bin (build it, or unset BENCH_SKIP_BUILD)"
 done
 
@@ -310,16 +394,17 @@ done
   echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
   echo "palaver flags: $PALAVER_FLAGS; server CPUs: ${SERVER_CPUS:-any}; loadgen CPUs: ${LOADGEN_CPUS:-any} $LOADGEN_ARGS"
   echo "Load: $CLIENTS clients, $SENDERS senders, $PAYLOAD B messages, $DURATION per run (+$GRACE grace); pass = p99 < $MAX_P99, no loss, senders >= 95% of their rate"
+  echo "Chat: $CHAT_ROOMS rooms x $CHAT_MEMBERS members, all sending, $CHAT_DURATION per run (+$CHAT_GRACE grace); redis-server CPUs: ${REDIS_CPUS:-any}"
 } | tee "${RESULTS%.jsonl}.md" >&2
 log "results: $RESULTS"
 
 for step in $STEPS; do
   case $step in
-    capacity|cost|idle|cluster)
+    capacity|cost|idle|cluster|chat)
       log "step: $step"
       "step_$step" || log "step $step did not complete; continuing"
       ;;
-    *) log "unknown step $step (known: capacity cost idle cluster)" ;;
+    *) log "unknown step $step (known: capacity cost idle cluster chat)" ;;
   esac
 done
 

@@ -20,8 +20,14 @@ pub struct Cli {
 /// Options every mode shares (accepted before or after the mode name).
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// WebSocket URL of a server node; repeat it to spread clients round-robin over several nodes.
-    #[arg(long = "url", global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    /// WebSocket URL of a server node; repeat it (or give a comma-separated list) to spread
+    /// clients round-robin over several nodes.
+    #[arg(
+        long = "url",
+        global = true,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
     pub urls: Vec<String>,
 
     /// Wire protocol: `palaver` (welcome, join, send/message with seq) or `raw`
@@ -33,8 +39,9 @@ pub struct Common {
     #[arg(long, global = true)]
     pub workers: Option<usize>,
 
-    /// PID of a server process to sample for RSS and CPU time; repeat for several nodes.
-    #[arg(long = "server-pid", global = true)]
+    /// PID of a server process to sample for RSS and CPU time; repeat (or comma-separate)
+    /// for several nodes.
+    #[arg(long = "server-pid", global = true, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
 
     /// Print one JSON object on stdout instead of the table.
@@ -79,6 +86,8 @@ pub enum Protocol {
 pub enum Mode {
     /// Clients in rooms, some sending at a fixed rate: throughput, latency, loss.
     Fanout(FanoutArgs),
+    /// Many small rooms in which every member sends: cost per message, latency, loss.
+    Chat(ChatArgs),
     /// Idle connections, each joined to a room: server memory per connection.
     Idle(IdleArgs),
     /// Open connections as fast as possible until one fails or a cap: connections/s.
@@ -118,6 +127,43 @@ pub struct FanoutArgs {
     #[arg(long)]
     pub max_loss_ratio: Option<f64>,
     /// Check: fail (exit status 3) if senders achieved less than this fraction of the target rate.
+    #[arg(long)]
+    pub min_send_ratio: Option<f64>,
+}
+
+/// Options of `chat` (palaver only).
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Rooms; room r's members are clients r x members .. r x members + members - 1.
+    #[arg(long, default_value_t = 1000)]
+    pub rooms: usize,
+    /// Members per room; every member sends. Member m of room r connects to
+    /// node (r + m) mod N, so with N > 1 the members of a room sit on different nodes.
+    #[arg(long, default_value_t = 2)]
+    pub members: usize,
+    /// Messages per second each client sends (total offered = rooms x members x rate).
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+    /// Message text size in bytes (the stamp header is never cut, so it is a minimum of ~20-60).
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// How long clients send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// After sending stops, wait at most this long for the remaining deliveries.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// PID of the redis-server to sample too (its CPU per message is reported).
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// Check: fail (exit status 3) if the p99 latency is above this.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_p99: Option<Duration>,
+    /// Check: fail (exit status 3) if lost/expected deliveries is above this; the
+    /// check also fails on any duplicate, out-of-order or misrouted delivery.
+    #[arg(long)]
+    pub max_loss_ratio: Option<f64>,
+    /// Check: fail (exit status 3) if clients achieved less than this fraction of the target rate.
     #[arg(long)]
     pub min_send_ratio: Option<f64>,
 }
@@ -211,6 +257,20 @@ impl Cli {
                     ));
                 }
             }
+            Mode::Chat(c) => {
+                if self.common.protocol != Protocol::Palaver {
+                    return Err("chat needs --protocol palaver (it uses rooms)".into());
+                }
+                if c.rooms == 0 || c.members == 0 {
+                    return Err("--rooms and --members must be at least 1".into());
+                }
+                if !(c.rate.is_finite() && c.rate > 0.0) {
+                    return Err("--rate must be a positive number".into());
+                }
+                if c.duration.is_zero() {
+                    return Err("--duration must be positive".into());
+                }
+            }
             Mode::Idle(i) if i.clients == 0 => return Err("--clients must be at least 1".into()),
             Mode::ConnectStorm(s) if s.max == 0 || s.max_failures == 0 => {
                 return Err("--max and --max-failures must be at least 1".into());
@@ -269,5 +329,35 @@ mod tests {
         );
         assert!(parse(&["palaver-loadgen", "fanout", "--tag", "novalue"]).is_err());
         assert!(parse(&["palaver-loadgen", "connect-storm", "--max", "0"]).is_err());
+        assert!(parse(&["palaver-loadgen", "chat", "--members", "0"]).is_err());
+        assert!(parse(&["palaver-loadgen", "--protocol", "raw", "chat"]).is_err());
+    }
+
+    #[test]
+    fn chat_takes_several_urls_and_pids() {
+        let cli = parse(&[
+            "palaver-loadgen",
+            "chat",
+            "--url",
+            "ws://a/ws,ws://b/ws",
+            "--url",
+            "ws://c/ws",
+            "--server-pid",
+            "10,11",
+            "--server-pid",
+            "12",
+            "--redis-pid",
+            "13",
+        ])
+        .expect("valid");
+        assert_eq!(cli.common.urls, vec!["ws://a/ws", "ws://b/ws", "ws://c/ws"]);
+        assert_eq!(cli.common.server_pids, vec![10, 11, 12]);
+        match cli.mode {
+            Mode::Chat(c) => {
+                assert_eq!((c.rooms, c.members, c.payload), (1000, 2, 100));
+                assert_eq!(c.redis_pid, Some(13));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -128,6 +128,8 @@ pub struct Dialer {
     source_ips: u32,
     timeout: Duration,
     config: WebSocketConfig,
+    /// Target of each client when not round-robin (see [`Dialer::with_placement`]).
+    placement: Option<Vec<usize>>,
 }
 
 impl Dialer {
@@ -148,7 +150,15 @@ impl Dialer {
             source_ips,
             timeout: common.connect_timeout,
             config,
+            placement: None,
         })
+    }
+
+    /// Places client `i` on target `placement[i]` (modulo the targets) instead of
+    /// `i` round-robin, e.g. so the members of one room sit on different nodes.
+    pub fn with_placement(mut self, placement: Vec<usize>) -> Self {
+        self.placement = Some(placement);
+        self
     }
 
     /// Source addresses in use (1 means the kernel chooses).
@@ -158,7 +168,8 @@ impl Dialer {
 
     /// The target client `i` connects to.
     pub fn target_of(&self, i: usize) -> usize {
-        i % self.targets.len()
+        let slot = self.placement.as_ref().and_then(|p| p.get(i).copied()).unwrap_or(i);
+        slot % self.targets.len()
     }
 
     /// Connects client `i` and, for palaver, waits for `welcome` and joins `room`.

@@ -756,7 +756,7 @@ pub async fn run(
 }
 
 /// Waits until no setup frame has arrived for a short while; false on timeout.
-async fn settle(frames: &ShardedCounter, progress: &Progress) -> bool {
+pub(crate) async fn settle(frames: &ShardedCounter, progress: &Progress) -> bool {
     progress.spinner("settling");
     let deadline = Instant::now() + SETTLE_MAX;
     let mut last = frames.get();

@@ -2,7 +2,8 @@
 //! the seed's Go chat hub as a baseline (`--protocol raw`).
 //!
 //! Modes: `fanout` (throughput, end-to-end latency, loss, duplicates, order,
-//! server cost), `idle` (server memory per idle connection), `connect-storm`
+//! server cost), `chat` (many small rooms, every member sending: gateway and
+//! Redis CPU per message, latency, loss and order per room), `idle` (server memory per idle connection), `connect-storm`
 //! (connections per second and where connecting fails), and `summarize`
 //! (JSON-lines reports to markdown tables). Each measuring mode prints a
 //! table, or one JSON object with `--json`; a progress bar goes to stderr.
@@ -10,7 +11,7 @@
 //! Map of the crate:
 //! - `cli`: the command line; `client`: opening one client; `swarm`:
 //!   opening many with bounded concurrency.
-//! - `fanout`, `idle`, `storm`: the modes; `summary`: `summarize`.
+//! - `fanout`, `chat`, `idle`, `storm`: the modes; `summary`: `summarize`.
 //! - `wire`: Palaver frames written and scanned; `stamp`: the send stamp in
 //!   every message text; `order`: loss/duplicate/order accounting.
 //! - `latency`: sharded histograms; `counter`: sharded live counters;
@@ -18,6 +19,7 @@
 //! - `procstat`: CPU and memory from `/proc`; `report`: report pieces and
 //!   formatting; `progress`: the progress bar.
 
+mod chat;
 mod cli;
 mod client;
 mod clock;
@@ -120,6 +122,14 @@ async fn run(cli: &Cli, workers: usize) -> anyhow::Result<Outcome> {
                     passed: r.passed(),
                 })
             }
+            Mode::Chat(args) => {
+                let r = chat::run(common, args, workers, &progress).await?;
+                Ok(Outcome {
+                    json: serde_json::to_string(&r)?,
+                    text: r.render(),
+                    passed: r.passed(),
+                })
+            }
             Mode::Idle(args) => {
                 let r = idle::run(common, args, workers, &progress).await?;
                 Ok(Outcome { json: serde_json::to_string(&r)?, text: r.render(), passed: true })
@@ -155,6 +165,7 @@ fn warn_about_fd_limit(cli: &Cli) {
     };
     let wanted = match &cli.mode {
         Mode::Fanout(a) => a.clients,
+        Mode::Chat(a) => a.rooms * a.members,
         Mode::Idle(a) => a.clients,
         Mode::ConnectStorm(a) => a.max,
         Mode::Summarize(_) => 0,

@@ -49,6 +49,17 @@ pub fn sample(pid: Pid) -> io::Result<ProcSample> {
     })
 }
 
+/// The machine's 1-minute load average (`/proc/loadavg`): on a shared
+/// machine, a reading to judge a measurement by.
+pub fn load_average() -> Option<f64> {
+    parse_loadavg(&fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// The first field of a `/proc/loadavg` line.
+pub fn parse_loadavg(line: &str) -> Option<f64> {
+    line.split_ascii_whitespace().next()?.parse().ok()
+}
+
 /// `utime + stime` in clock ticks from a `/proc/<pid>/stat` line.
 pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
@@ -106,6 +117,12 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS:"), Some(10240));
         assert_eq!(parse_status_kib(status, "VmHWM:"), Some(20480));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn loadavg_line() {
+        assert_eq!(parse_loadavg("6.33 7.10 7.11 3/512 31272\n"), Some(6.33));
+        assert_eq!(parse_loadavg(""), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn render(reports: &[Value]) -> String {
     for (name, rs) in sections {
         let _ = writeln!(out, "### {name}\n");
         // One table per mode inside a section.
-        for mode in ["fanout", "idle", "connect_storm"] {
+        for mode in ["fanout", "chat", "idle", "connect_storm"] {
             let of_mode: Vec<&Value> =
                 rs.iter().copied().filter(|r| str_at(r, "/mode") == mode).collect();
             if of_mode.is_empty() {
@@ -52,6 +52,7 @@ pub fn render(reports: &[Value]) -> String {
             }
             out.push_str(&match mode {
                 "fanout" => fanout_table(&of_mode),
+                "chat" => chat_table(&of_mode),
                 "idle" => idle_table(&of_mode),
                 _ => storm_table(&of_mode),
             });
@@ -209,6 +210,105 @@ fn fanout_table(reports: &[&Value]) -> String {
     out
 }
 
+/// `pass`, `FAIL` or `-` from a report's checks.
+fn verdict(r: &Value) -> String {
+    match r.pointer("/checks/passed").and_then(Value::as_bool) {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "-",
+    }
+    .to_owned()
+}
+
+fn chat_table(reports: &[&Value]) -> String {
+    let tags = tag_columns(reports);
+    let heads = headers(
+        &tags,
+        &[
+            "nodes",
+            "rooms x members",
+            "offered msgs/s",
+            "sent msgs/s",
+            "delivered msgs/s",
+            "deliveries/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "lost",
+            "dup/ooo/misrouted",
+            "gateway µs/msg",
+            "redis µs/msg",
+            "gateway cores",
+            "redis cores",
+            "loadgen cores",
+            "send lag p99 ms",
+            "check",
+        ],
+    );
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            let nodes = r.pointer("/config/urls").and_then(Value::as_array).map(Vec::len);
+            let anomalies = ["duplicates", "out_of_order", "seq_out_of_order", "seq_duplicates"]
+                .iter()
+                .map(|f| num_at(r, &format!("/messages/{f}")).unwrap_or(0.0))
+                .sum::<f64>();
+            with_tags(
+                &tags,
+                r,
+                vec![
+                    nodes.map_or("-".into(), |n| n.to_string()),
+                    format!("{} x {}", count(r, "/config/rooms"), num(r, "/config/members", 0)),
+                    count(r, "/messages/target_rate"),
+                    count(r, "/messages/send_rate"),
+                    count(r, "/messages/delivered_msgs_per_sec"),
+                    count(r, "/messages/deliveries_per_sec"),
+                    ms(r, "/latency_us/p50"),
+                    ms(r, "/latency_us/p99"),
+                    ms(r, "/latency_us/max"),
+                    count(r, "/messages/lost"),
+                    format!(
+                        "{}/{}",
+                        crate::report::count(anomalies.round() as u64),
+                        count(r, "/messages/misrouted")
+                    ),
+                    num(r, "/gateways/cpu_us_per_message", 1),
+                    num(r, "/redis/cpu_us_per_message", 1),
+                    num(r, "/gateways/cpu_cores", 2),
+                    num(r, "/redis/cpu_cores", 2),
+                    num(r, "/loadgen/cpu_cores", 2),
+                    ms(r, "/send_lag_us/p99"),
+                    verdict(r),
+                ],
+            )
+        })
+        .collect();
+    let mut out = table(&heads, &rows);
+    // The knee: the highest passing offered rate per combination of tags other than the rate.
+    let knee_tags: Vec<String> = tags.iter().filter(|t| *t != "rate").cloned().collect();
+    let mut best: Vec<(Vec<String>, f64, f64)> = Vec::new();
+    for r in reports.iter().filter(|r| r.pointer("/checks/passed") == Some(&Value::Bool(true))) {
+        let key = with_tags(&knee_tags, r, Vec::new());
+        let rate = num_at(r, "/messages/delivered_msgs_per_sec").unwrap_or(0.0);
+        let p99 = num_at(r, "/latency_us/p99").unwrap_or(0.0);
+        match best.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, b, p)) if rate > *b => (*b, *p) = (rate, p99),
+            Some(_) => {}
+            None => best.push((key, rate, p99)),
+        }
+    }
+    for (key, rate, p99) in best {
+        let label = if key.is_empty() { "all".to_owned() } else { key.join(", ") };
+        let _ = writeln!(
+            out,
+            "\nKnee ({label}): {} msgs/s delivered with p99 {:.2} ms and no loss",
+            crate::report::count(rate.round() as u64),
+            p99 / 1000.0
+        );
+    }
+    out
+}
+
 fn idle_table(reports: &[&Value]) -> String {
     let tags = tag_columns(reports);
     let heads = headers(
@@ -326,6 +426,42 @@ mod tests {
         assert!(out.contains("| 1.250 | 0.50 | 0.40 | FAIL |"), "{out}");
         assert!(out.contains("Highest passing delivered/s (palaver): 199,000"), "{out}");
         assert!(out.contains("Highest passing delivered/s (seed-go): 99,000"), "{out}");
+    }
+
+    fn chat(setup: &str, rate: u64, delivered: f64, p99: f64, passed: bool) -> Value {
+        json!({
+            "mode": "chat",
+            "tags": {"bench": "chat", "setup": setup, "rate": rate.to_string()},
+            "config": {"urls": ["a", "b"], "rooms": 1000, "members": 2},
+            "messages": {"target_rate": rate, "send_rate": rate, "delivered_msgs_per_sec": delivered,
+                         "deliveries_per_sec": 2.0 * delivered, "lost": 0, "duplicates": 0,
+                         "out_of_order": 0, "seq_out_of_order": 1, "seq_duplicates": 0, "misrouted": 0},
+            "latency_us": {"p50": 500.0, "p99": p99, "max": 9000.0},
+            "gateways": {"cpu_us_per_message": 92.25, "cpu_cores": 0.37},
+            "redis": {"cpu_us_per_message": 110.0, "cpu_cores": 0.44},
+            "loadgen": {"cpu_cores": 0.4},
+            "send_lag_us": {"p99": 2000.0},
+            "checks": {"passed": passed, "failures": []}
+        })
+    }
+
+    #[test]
+    fn chat_section_with_knee() {
+        let reports = vec![
+            chat("redis-3", 4000, 3990.0, 8000.0, true),
+            chat("redis-3", 10000, 9950.0, 40000.0, true),
+            chat("redis-3", 20000, 15000.0, 900000.0, false),
+            chat("memory", 4000, 4000.0, 5000.0, true),
+        ];
+        let out = render(&reports);
+        assert!(out.starts_with("### chat\n"), "{out}");
+        assert!(out.contains("| rate | setup | nodes | rooms x members |"), "{out}");
+        assert!(
+            out.contains("| 4000 | redis-3 | 2 | 1,000 x 2 | 4,000 | 4,000 | 3,990 | 7,980 | 0.50 | 8.00 | 9.00 | 0 | 1/0 | 92.2 | 110.0 | 0.37 | 0.44 | 0.40 | 2.00 | pass |"),
+            "{out}"
+        );
+        assert!(out.contains("Knee (redis-3): 9,950 msgs/s delivered with p99 40.00 ms"), "{out}");
+        assert!(out.contains("Knee (memory): 4,000 msgs/s"), "{out}");
     }
 
     #[test]
