@@ -12,6 +12,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)     # cluster tes
 command -v haproxy >/dev/null || need_apt+=(haproxy)               # load balancer tests (deploy/haproxy.cfg)
 command -v chromium >/dev/null || need_apt+=(chromium)             # browser tests (headless)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)  # and their WebDriver
+command -v python3 >/dev/null || need_apt+=(python3)               # the API fuzz (schemathesis, PyPI)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv python3-pip)
+command -v npm >/dev/null || need_apt+=(nodejs npm)                # clients/js: the JavaScript client's suite
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need_apt[*]}"
@@ -23,6 +26,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-# Installs of other kinds (npm, pip, ...) go here, one block each.
+# Installs of other kinds: schemathesis (PyPI) is installed by scripts/api-fuzz.sh
+# into target/api-fuzz/venv; clients/js/test.sh runs `npm ci` (package-lock.json).
 
 cargo test --workspace "$@"
+# With no arguments, the whole suite: also the JavaScript client's, against the
+# palaver binary the cargo run just built.
+if [ $# -eq 0 ]; then
+  PALAVER_BIN="$PWD/target/debug/palaver" bash clients/js/test.sh
+fi
