@@ -195,8 +195,16 @@ async fn screenshot_of_a_conversation() {
     ann.say("Release notes are up for review.").await;
     ann.switch_room("lobby").await;
     bob.wait_text("#room-list li[data-room=\"release\"] .unread", "1").await;
+    // Typing notices go out at most once a second per room (client and
+    // server), so a notice right after the last one is held back: keep
+    // typing, as a person does, until Bob's page shows it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     ann.type_text("Nice").await;
-    bob.wait_text("#typing", "ann is typing").await;
+    while !bob.text("#typing").await.contains("ann is typing") {
+        assert!(std::time::Instant::now() < deadline, "bob never saw ann typing");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        ann.type_text("!").await;
+    }
     bob.wait_messages("lobby", 4).await;
 
     let png = bob.screenshot().await;

@@ -14,8 +14,7 @@
 //!
 //! | key | type | holds |
 //! |-----|------|-------|
-//! | `{prefix}:room:{<room>}:epoch` | string | history epoch (16 hex digits) |
-//! | `{prefix}:room:{<room>}:seq` | string | latest sequence number (`INCR`) |
+//! | `{prefix}:room:{<room>}:meta` | hash | `epoch` (16 hex digits), `seq` (latest sequence number), `lu`/`li` (user and id at `seq`), `rt` (last TTL refresh), `reset_at` (last lost-write reset) |
 //! | `{prefix}:room:{<room>}:stream` | stream | history, entry id `<seq>-1`, fields `u` user, `i` client id, `t` text, `ts` ms; `MAXLEN ~ history_max` |
 //! | `{prefix}:room:{<room>}:ids` | zset | idempotency: member `"<id> <user>"`, score seq; trimmed to the last `history_max` seqs |
 //! | `{prefix}:room:{<room>}:presence` | zset | member user, score latest expiry (ms, Redis clock) of the user's entries |
@@ -29,10 +28,10 @@
 //! The cluster directory (live nodes, their reports and active rooms) has
 //! its own keys, listed in `directory`.
 //!
-//! The four history keys share one TTL (`room_ttl`, default 7 days) that
-//! publishes refresh (reads too, when less than half is left); an idle room
-//! expires whole. If a room's `epoch` or `seq` is missing (expired, evicted,
-//! Redis restarted empty) the next publish or read starts a new epoch and
+//! The three history keys share one TTL (`room_ttl`, default 7 days) that
+//! publishes refresh once half has passed (reads too, when less than half is
+//! left); an idle room expires whole. If a room's `meta` is missing (expired,
+//! evicted, Redis restarted empty) the next publish or read starts a new epoch and
 //! sequence numbers restart at 1, which tells resuming clients their
 //! positions no longer apply. Presence keys expire `3 × presence_ttl` after
 //! their last refresh.
