@@ -46,16 +46,19 @@ pub struct Balancer {
     pub addr: SocketAddr,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+fn free_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("free port")
 }
 
 impl Balancer {
     /// Starts `haproxy -f deploy/haproxy.cfg` in front of three gateways and
     /// waits until it accepts connections.
     pub fn start(gateways: [SocketAddr; 3]) -> Balancer {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        let stats = format!("127.0.0.1:{}", free_port());
+        // Both held while choosing, so the kernel cannot hand out one port twice.
+        let (a, b) = (free_listener(), free_listener());
+        let addr: SocketAddr = a.local_addr().expect("bound");
+        let stats = b.local_addr().expect("bound").to_string();
+        drop((a, b));
         let verbose = std::env::var_os("PALAVER_TEST_LOG").is_some();
         let child = Command::new("haproxy")
             .arg("-db")

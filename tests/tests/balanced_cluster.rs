@@ -345,14 +345,15 @@ async fn rolling_restart_behind_the_balancer_loses_nothing() {
     assert_eq!(served_by, ["roll-1", "roll-2", "roll-3"].map(String::from).into());
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_script_starts_a_cluster_and_stops_it() {
     require_haproxy();
-    let [lb, g1, g2, g3, redis, stats] = std::array::from_fn(|_| free_port());
+    // Held together while choosing, so the kernel cannot hand out one port twice.
+    let listeners: [TcpListener; 6] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("free port"));
+    let [lb, g1, g2, g3, redis, stats] =
+        std::array::from_fn(|i| listeners[i].local_addr().expect("bound").port());
+    drop(listeners);
     let dir = std::env::temp_dir().join(format!("palaver-local-cluster-{lb}"));
     let mut script = Command::new("bash")
         .arg(repo_path("deploy/local-cluster.sh"))
