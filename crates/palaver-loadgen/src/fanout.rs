@@ -40,7 +40,7 @@ use crate::{
     progress::Progress,
     report::{self, Checks, ConnectSummary, LatencySummary, ProcUsage, ProcWindow},
     stamp::{MAX_HEADER_LEN, Stamp},
-    swarm,
+    swarm, window,
     wire::{self, ServerEvent},
 };
 
@@ -590,7 +590,6 @@ pub async fn run(
     pids.push(Pid::Current);
     let window = ProcWindow::start(&pids);
     let start = Instant::now() + Duration::from_millis(20);
-    let end = start + args.duration;
     start_tx.send_replace(Some(start));
     let expected_now = || -> u64 {
         (0..groups)
@@ -601,38 +600,14 @@ pub async fn run(
             })
             .sum()
     };
-    progress.phase("sending", args.duration.as_millis() as u64);
-    while Instant::now() < end {
-        sleep(Duration::from_millis(100)).await;
-        let elapsed = Instant::now().saturating_duration_since(start);
-        progress.set_position(elapsed.as_millis() as u64);
-        progress.message(format!(
-            "sent {}  delivered {}/{}",
-            report::count(shared.sent.get()),
-            report::count(shared.delivered.get()),
-            report::count(expected_now())
-        ));
-    }
-    // Senders stop on their own at `end`; a blocked one gets a short while.
-    let senders_deadline = Instant::now() + Duration::from_secs(5);
-    while shared.senders_done.load(Ordering::Relaxed) < ready_senders
-        && Instant::now() < senders_deadline
-    {
-        sleep(Duration::from_millis(10)).await;
-    }
-    let send_secs = Instant::now().saturating_duration_since(start).as_secs_f64();
-    let send_secs = send_secs.min(args.duration.as_secs_f64()).max(1e-9);
-    let grace_started = Instant::now();
-    let grace_end = grace_started + args.grace;
-    progress.spinner("grace");
-    while shared.delivered.get() < expected_now() && Instant::now() < grace_end {
-        progress.message(format!(
-            "waiting for {} deliveries",
-            report::count(expected_now().saturating_sub(shared.delivered.get()))
-        ));
-        sleep(Duration::from_millis(10)).await;
-    }
-    let grace_used = grace_started.elapsed().as_secs_f64();
+    let watch = window::Watch {
+        sent: &shared.sent,
+        delivered: &shared.delivered,
+        senders_done: &shared.senders_done,
+        senders: ready_senders,
+    };
+    let window::Window { send_secs, grace_used } =
+        window::run(progress, watch, start, args.duration, args.grace, expected_now).await;
     let mut usage = window.finish();
     let loadgen = usage.pop().unwrap_or_default();
 

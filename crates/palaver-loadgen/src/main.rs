@@ -35,6 +35,7 @@ mod stamp;
 mod storm;
 mod summary;
 mod swarm;
+mod window;
 mod wire;
 
 use std::process::ExitCode;
