@@ -209,6 +209,8 @@ async fn refused_everything(outsider: &mut WsClient, room: &str) {
     let attempts = [
         (json!({"type":"join","room":room}), "join"),
         (json!({"type":"history","room":room,"limit":10}), "history"),
+        (json!({"type":"members","room":room}), "members"),
+        (json!({"type":"members","room":room,"limit":0}), "members"),
         (json!({"type":"send","room":room,"id":"o-1","text":"let me in"}), "o-1"),
         (json!({"type":"typing","room":room}), "typing"),
         (json!({"type":"leave","room":room}), "leave"),

@@ -121,6 +121,18 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// A page of a room's members (users present on some node), ascending by
+/// name, with the room's member count: what `joined` and `members` carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembersPage {
+    /// Users named after the page's cursor, at most the page's limit.
+    pub members: Vec<UserName>,
+    /// True when users named after the last one remain.
+    pub more: bool,
+    /// Users present in the room, cluster-wide.
+    pub count: u64,
+}
+
 /// Broker failures. `Unavailable` is retryable and reaches clients as the
 /// `unavailable` error code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -194,8 +206,16 @@ pub trait Broker: Send + Sync + 'static {
         session: &str,
     ) -> Result<bool, BrokerError>;
 
-    /// Users present in the room across the cluster, sorted.
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError>;
+    /// Users present in the room across the cluster named after `after`,
+    /// ascending, at most `limit` (at least 1), and how many are present in
+    /// all: O(log N + limit) in the room's size N, so a join in a big room
+    /// costs no more than one in a small one.
+    async fn members_page(
+        &self,
+        room: &RoomName,
+        after: Option<&UserName>,
+        limit: usize,
+    ) -> Result<MembersPage, BrokerError>;
 
     /// Whether the broker can serve traffic now (for `/readyz`).
     fn is_ready(&self) -> bool;

@@ -18,6 +18,8 @@ pub mod redis;
 pub mod util;
 
 pub use self::redis::{RedisBroker, RedisConfig, RedisStats, RedisStatsSnapshot};
-pub use broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead};
+pub use broker::{
+    Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, MembersPage, Published, RoomHead,
+};
 pub use cluster::{ClusterReport, Control, NodeReport, RoomSummary, RoomsPage};
 pub use memory::MemoryBroker;

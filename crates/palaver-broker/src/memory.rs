@@ -8,7 +8,8 @@
 //! sequence numbers no longer apply.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
+    ops::Bound,
     sync::Arc,
 };
 
@@ -20,7 +21,9 @@ use palaver_protocol::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::{
-    broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
+    broker::{
+        Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, MembersPage, Published, RoomHead,
+    },
     cluster::{ClusterReport, Control, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
     util::{new_epoch, now_ms},
 };
@@ -30,7 +33,9 @@ pub struct MemoryBroker {
     inbox: Arc<dyn Inbox>,
     capacity: usize,
     rooms: RwLock<HashMap<RoomName, Arc<Mutex<RoomLog>>>>,
-    presence: Mutex<HashMap<RoomName, HashMap<UserName, usize>>>,
+    /// Per room, each present user's connection count; ordered by name so a
+    /// page of members is a range read.
+    presence: Mutex<HashMap<RoomName, BTreeMap<UserName, usize>>>,
     /// The node's latest report: the whole "cluster".
     report: Mutex<Option<NodeReport>>,
 }
@@ -231,12 +236,19 @@ impl Broker for MemoryBroker {
         Ok(true)
     }
 
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
+    async fn members_page(
+        &self,
+        room: &RoomName,
+        after: Option<&UserName>,
+        limit: usize,
+    ) -> Result<MembersPage, BrokerError> {
         let presence = self.presence.lock();
-        let mut users: Vec<UserName> =
-            presence.get(room).map(|u| u.keys().cloned().collect()).unwrap_or_default();
-        users.sort();
-        Ok(users)
+        let Some(users) = presence.get(room) else { return Ok(MembersPage::default()) };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page = users.range::<UserName, _>((start, Bound::Unbounded)).map(|(u, _)| u);
+        let members: Vec<UserName> = page.by_ref().take(limit.max(1)).cloned().collect();
+        let more = page.next().is_some();
+        Ok(MembersPage { members, more, count: users.len() as u64 })
     }
 
     fn is_ready(&self) -> bool {
@@ -378,10 +390,37 @@ mod tests {
         let ann = UserName::parse("ann").expect("valid");
         assert!(broker.presence_join(&room(), &ann, "s1").await.expect("ok"));
         assert!(!broker.presence_join(&room(), &ann, "s2").await.expect("ok"));
-        assert_eq!(broker.members(&room()).await.expect("ok"), vec![ann.clone()]);
+        let page = broker.members_page(&room(), None, 10).await.expect("ok");
+        assert_eq!(page, MembersPage { members: vec![ann.clone()], more: false, count: 1 });
         assert!(!broker.presence_leave(&room(), &ann, "s1").await.expect("ok"));
         assert!(broker.presence_leave(&room(), &ann, "s2").await.expect("ok"));
-        assert!(broker.members(&room()).await.expect("ok").is_empty());
+        let page = broker.members_page(&room(), None, 10).await.expect("ok");
+        assert_eq!(page, MembersPage::default());
+    }
+
+    #[tokio::test]
+    async fn members_are_paged_by_name() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 5);
+        let users: Vec<UserName> = ["cy", "ann", "bob", "dee", "eve"]
+            .iter()
+            .map(|u| UserName::parse(u).expect("valid"))
+            .collect();
+        for (i, user) in users.iter().enumerate() {
+            broker.presence_join(&room(), user, &format!("s{i}")).await.expect("ok");
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = broker.members_page(&room(), after.as_ref(), 2).await.expect("ok");
+            assert_eq!(page.count, 5);
+            assert!(page.members.len() <= 2);
+            seen.extend(page.members.iter().map(|u| u.to_string()));
+            after = page.members.last().cloned();
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, ["ann", "bob", "cy", "dee", "eve"]);
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@
 //! | `{prefix}:room:{<room>}:stream` | stream | history, entry id `<seq>-1`, fields `u` user, `i` client id, `t` text, `ts` ms; `MAXLEN ~ history_max` |
 //! | `{prefix}:room:{<room>}:ids` | zset | idempotency: member `"<id> <user>"`, score seq; trimmed to the last `history_max` seqs |
 //! | `{prefix}:room:{<room>}:presence` | zset | member user, score latest expiry (ms, Redis clock) of the user's entries |
+//! | `{prefix}:room:{<room>}:roster` | zset | the users of `presence`, score 0 (read by lex range for member pages) |
 //! | `{prefix}:room:{<room>}:presence:<user>` | zset | member `<node>/<session>`, score expiry (ms) |
 //!
 //! | channel | carries |
@@ -92,7 +93,9 @@ use self::{
     workers::Workers,
 };
 use crate::{
-    broker::{Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, Published, RoomHead},
+    broker::{
+        Broker, BrokerError, Draft, Evidence, HistoryPage, Inbox, MembersPage, Published, RoomHead,
+    },
     cluster::{ClusterReport, Control, NodeReport, RoomsPage},
     util::new_epoch,
 };
@@ -189,6 +192,8 @@ fn redact(url: &str) -> String {
 
 /// Identical reads (room, kind, evidence) share one Redis call.
 type ReadKey = (RoomName, Read, Option<Evidence>);
+/// What identifies one member-page read: room, cursor, limit.
+type MembersKey = (RoomName, Option<UserName>, usize);
 
 /// State shared by the broker handle and its background tasks (which must
 /// not keep the handle itself alive, or dropping it would stop nothing).
@@ -201,9 +206,9 @@ struct Core {
     publisher: Publisher,
     presence: LocalPresence,
     reads: Arc<SingleFlight<ReadKey, HistoryPage>>,
-    /// Member lists are O(room size): a reconnect storm into a big room would
-    /// fetch the same list once per joining client without this.
-    member_reads: Arc<SingleFlight<RoomName, Vec<UserName>>>,
+    /// A join storm into a big room reads the same first page once per
+    /// joining client without this; with it, about once per round trip.
+    member_reads: Arc<SingleFlight<MembersKey, MembersPage>>,
     read_permits: Semaphore,
     stats: Arc<RedisStats>,
     /// Parse and fan out bus events off the reader, one worker per core.
@@ -438,8 +443,13 @@ impl Broker for RedisBroker {
         self.core.presence_leave(room, user, session).await
     }
 
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
-        self.core.members(room).await
+    async fn members_page(
+        &self,
+        room: &RoomName,
+        after: Option<&UserName>,
+        limit: usize,
+    ) -> Result<MembersPage, BrokerError> {
+        self.core.members_page(room, after, limit).await
     }
 
     fn is_ready(&self) -> bool {

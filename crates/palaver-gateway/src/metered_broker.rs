@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use palaver_broker::{
-    Broker, BrokerError, ClusterReport, Control, Draft, Evidence, HistoryPage, NodeReport,
-    Published, RoomHead, RoomsPage, broker::SharedBroker,
+    Broker, BrokerError, ClusterReport, Control, Draft, Evidence, HistoryPage, MembersPage,
+    NodeReport, Published, RoomHead, RoomsPage, broker::SharedBroker,
 };
 use palaver_protocol::{HistoryQuery, PresenceState, RoomName, UserName};
 
@@ -114,8 +114,13 @@ impl Broker for MeteredBroker {
         self.timed(BrokerOp::PresenceLeave, self.inner.presence_leave(room, user, session)).await
     }
 
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
-        self.timed(BrokerOp::Members, self.inner.members(room)).await
+    async fn members_page(
+        &self,
+        room: &RoomName,
+        after: Option<&UserName>,
+        limit: usize,
+    ) -> Result<MembersPage, BrokerError> {
+        self.timed(BrokerOp::Members, self.inner.members_page(room, after, limit)).await
     }
 
     fn is_ready(&self) -> bool {

@@ -1,4 +1,4 @@
-//! What a connection asks for: join, leave, send, typing, history. One
+//! What a connection asks for: join, leave, send, typing, history, members. One
 //! `Session` per connection, driven by its read task.
 //!
 //! Joining and recovery share one path: a membership starts *syncing* at a
@@ -13,11 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use palaver_broker::{BrokerError, Draft, Evidence, RoomHead};
+use palaver_broker::{BrokerError, Draft, Evidence, MembersPage, RoomHead};
 use palaver_hub::{Client, Cursor, JoinRefused, Membership, SyncState};
 use palaver_protocol::{
     ClientFrame, ClientMessageId, DecodeError, Epoch, ErrorCode, Frame, HistoryQuery,
-    PROTOCOL_VERSION, PresenceState, RoomName, ServerFrame, Since, StoredMessage, Witness,
+    PROTOCOL_VERSION, PresenceState, RoomName, ServerFrame, Since, StoredMessage, UserName,
+    Witness, limits::JOINED_MEMBERS,
 };
 use tracing::Instrument;
 
@@ -155,6 +156,7 @@ impl Session {
             ClientFrame::Send { room, text, id } => self.send(room, text, id).await,
             ClientFrame::Typing { room } => self.typing(room).await,
             ClientFrame::History { room, query } => self.history(room, query).await,
+            ClientFrame::Members { room, after, limit } => self.members(room, after, limit).await,
             ClientFrame::Ping => {
                 self.reply(ServerFrame::Pong).await;
                 Ok(())
@@ -179,15 +181,8 @@ impl Session {
         if self.rooms.contains_key(&room) {
             // Already in: report where the room stands, nothing to replay.
             let head = self.app.broker.head(&room, None).await?;
-            let members = self.app.broker.members(&room).await?;
-            self.reply(ServerFrame::Joined {
-                room,
-                epoch: head.epoch,
-                seq: head.head,
-                members,
-                recovered: true,
-            })
-            .await;
+            let page = self.app.broker.members_page(&room, None, JOINED_MEMBERS).await?;
+            self.reply(joined(room, &head, page, true)).await;
             return Ok(());
         }
         if self.rooms.len() >= self.app.config.max_rooms {
@@ -240,12 +235,13 @@ impl Session {
                 // Best effort: presence events are advisory, `members` is authoritative.
                 let _ = broker.signal(room, user, PresenceState::Join, None).await;
             }
-            let members = broker.members(room).await?;
-            tracing::debug!(members = members.len(), "registered presence");
-            Ok::<_, BrokerError>((head, members))
+            // The first page only: a join costs the same in a room of any size.
+            let page = broker.members_page(room, None, JOINED_MEMBERS).await?;
+            tracing::debug!(members = page.count, "registered presence");
+            Ok::<_, BrokerError>((head, page))
         }
         .await;
-        let (head, members) = match entered {
+        let (head, page) = match entered {
             Ok(v) => v,
             Err(e) => {
                 broker.unsubscribe(room).await;
@@ -254,13 +250,7 @@ impl Session {
         };
         let (cursor, recovered) = resume_point(&head, since.as_ref());
         let epoch = head.epoch.clone();
-        let joined = ServerFrame::Joined {
-            room: room.clone(),
-            epoch: head.epoch,
-            seq: head.head,
-            members,
-            recovered,
-        };
+        let joined = joined(room.clone(), &head, page, recovered);
         // One step: no presence before `joined`, none lost after it.
         self.app.hub.admit(membership, joined.encode(), epoch, cursor);
         Ok(())
@@ -298,15 +288,8 @@ impl Session {
                 // say so explicitly and restart at the head.
                 tracing::info!(room = %room, epoch = %head.epoch, "cannot recover; announcing a new start");
                 membership.set_cursor(head.epoch.clone(), head.head, SyncState::Syncing);
-                let members = self.app.broker.members(room).await?;
-                self.reply(ServerFrame::Joined {
-                    room: room.clone(),
-                    epoch: head.epoch.clone(),
-                    seq: head.head,
-                    members,
-                    recovered: false,
-                })
-                .await;
+                let page = self.app.broker.members_page(room, None, JOINED_MEMBERS).await?;
+                self.reply(joined(room.clone(), head, page, false)).await;
                 continue;
             }
             for message in &page.messages {
@@ -443,6 +426,52 @@ impl Session {
         self.push(frame).await;
         Ok(())
     }
+
+    async fn members(
+        &mut self,
+        room: RoomName,
+        after: Option<UserName>,
+        limit: u32,
+    ) -> Result<(), Refusal> {
+        self.membership(&room)?;
+        let mut page = self.app.broker.members_page(&room, after.as_ref(), limit as usize).await?;
+        // A page of long names is cut to the share of the queue a reply may take.
+        let cut = keep_members_within(&mut page.members, self.budget().saturating_sub(128));
+        let more = page.more || cut;
+        self.reply(ServerFrame::Members { room, members: page.members, more }).await;
+        Ok(())
+    }
+}
+
+/// The `joined` frame: where the room stands and the first page of members.
+fn joined(room: RoomName, head: &RoomHead, page: MembersPage, recovered: bool) -> ServerFrame {
+    ServerFrame::Joined {
+        room,
+        epoch: head.epoch.clone(),
+        seq: head.head,
+        members: page.members,
+        member_count: page.count,
+        members_more: page.more,
+        recovered,
+    }
+}
+
+/// Keeps the members whose names fit in `budget` bytes of a reply (at least
+/// one); true when it cut some.
+fn keep_members_within(members: &mut Vec<UserName>, budget: usize) -> bool {
+    let mut bytes = 0;
+    // Each name costs its length plus quotes and a comma (no name needs escaping).
+    let fit = members
+        .iter()
+        .position(|user| {
+            bytes += user.as_str().len() + 3;
+            bytes > budget
+        })
+        .unwrap_or(members.len())
+        .max(1);
+    let cut = fit < members.len();
+    members.truncate(fit);
+    cut
 }
 
 /// Where a joining member's cursor starts, and whether that recovers
@@ -491,6 +520,7 @@ fn frame_type(frame: &ClientFrame) -> &'static str {
         ClientFrame::Send { .. } => "send",
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::History { .. } => "history",
+        ClientFrame::Members { .. } => "members",
         ClientFrame::Auth { .. } => "auth",
         ClientFrame::Ping => "ping",
     }

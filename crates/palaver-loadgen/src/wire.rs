@@ -159,6 +159,8 @@ mod tests {
             epoch: Epoch::new("e"),
             seq: 12,
             members: vec![],
+            member_count: 0,
+            members_more: false,
             recovered: true,
         };
         assert_eq!(scan(joined.encode().as_str()), Some(ServerEvent::Joined { seq: 12 }));

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use crate::{
     codes::ErrorCode,
-    limits::{DEFAULT_HISTORY_LIMIT, Limits},
+    limits::{DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT, Limits, MAX_MEMBERS_LIMIT},
     message::{Seq, Since},
-    names::{ClientMessageId, NameError, RoomName},
+    names::{ClientMessageId, NameError, RoomName, UserName},
 };
 
 /// A validated request from a client.
@@ -49,6 +49,15 @@ pub enum ClientFrame {
         room: RoomName,
         /// Which page.
         query: HistoryQuery,
+    },
+    /// Read a page of the room's members (users present cluster-wide), by name.
+    Members {
+        /// Room to read.
+        room: RoomName,
+        /// Exclusive lower bound: the last user of the previous page.
+        after: Option<UserName>,
+        /// At most this many users.
+        limit: u32,
     },
     /// Authenticate with a token (the alternative to `?token=` on the URL).
     Auth {
@@ -109,9 +118,17 @@ struct RawFrame {
     id: Option<String>,
     since: Option<Since>,
     before: Option<Seq>,
-    after: Option<Seq>,
+    after: Option<RawAfter>,
     limit: Option<u32>,
     token: Option<String>,
+}
+
+/// `after` is a sequence number in `history` and a user name in `members`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAfter {
+    Seq(Seq),
+    User(String),
 }
 
 impl ClientFrame {
@@ -129,7 +146,7 @@ impl ClientFrame {
             .as_deref()
             .ok_or_else(|| DecodeError::new(ErrorCode::UnknownType, "missing \"type\"", None))?;
         let reference = Some(raw.id.clone().unwrap_or_else(|| kind.to_owned()));
-        let named = matches!(kind, "join" | "leave" | "typing" | "send" | "history")
+        let named = matches!(kind, "join" | "leave" | "typing" | "send" | "history" | "members")
             .then(|| raw.room.as_deref().and_then(|r| RoomName::parse(r).ok()))
             .flatten();
         let fail = |code, msg: String| DecodeError {
@@ -179,9 +196,39 @@ impl ClientFrame {
                         ));
                     }
                     (before, None) => HistoryQuery::Before { before, limit },
-                    (None, Some(after)) => HistoryQuery::After { after, limit },
+                    (None, Some(RawAfter::Seq(after))) => HistoryQuery::After { after, limit },
+                    (None, Some(RawAfter::User(_))) => {
+                        return Err(fail(
+                            ErrorCode::InvalidField,
+                            "\"after\" must be a sequence number".into(),
+                        ));
+                    }
                 };
                 Ok(ClientFrame::History { room, query })
+            }
+            "members" => {
+                let room = room()?;
+                let limit = raw.limit.unwrap_or(DEFAULT_MEMBERS_LIMIT);
+                if limit == 0 || limit > MAX_MEMBERS_LIMIT {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        format!("limit must be between 1 and {MAX_MEMBERS_LIMIT}"),
+                    ));
+                }
+                let after = match &raw.after {
+                    None => None,
+                    Some(RawAfter::User(user)) => Some(
+                        UserName::parse(user)
+                            .map_err(|e| fail(ErrorCode::InvalidField, format!("after {e}")))?,
+                    ),
+                    Some(RawAfter::Seq(_)) => {
+                        return Err(fail(
+                            ErrorCode::InvalidField,
+                            "\"after\" must be a user name".into(),
+                        ));
+                    }
+                };
+                Ok(ClientFrame::Members { room, after, limit })
             }
             "auth" => {
                 let token = raw
@@ -203,7 +250,8 @@ impl ClientFrame {
             | ClientFrame::Leave { room }
             | ClientFrame::Send { room, .. }
             | ClientFrame::Typing { room }
-            | ClientFrame::History { room, .. } => Some(room),
+            | ClientFrame::History { room, .. }
+            | ClientFrame::Members { room, .. } => Some(room),
             ClientFrame::Auth { .. } | ClientFrame::Ping => None,
         }
     }
@@ -303,6 +351,41 @@ mod tests {
         let deep_since =
             format!(r#"{{"type":"join","room":"a","since":{}"#, "{\"a\":".repeat(10_000));
         assert!(decode(&deep_since).is_err());
+    }
+
+    #[test]
+    fn decodes_members() {
+        let room = RoomName::parse("big").expect("valid");
+        assert_eq!(
+            decode(r#"{"type":"members","room":"big"}"#),
+            Ok(ClientFrame::Members { room: room.clone(), after: None, limit: 100 })
+        );
+        assert_eq!(
+            decode(r#"{"type":"members","room":"big","after":"ann","limit":5}"#),
+            Ok(ClientFrame::Members {
+                room,
+                after: Some(UserName::parse("ann").expect("valid")),
+                limit: 5,
+            })
+        );
+        let code = |s: &str| decode(s).expect_err("must fail").code;
+        assert_eq!(code(r#"{"type":"members"}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":"members","room":"big","limit":0}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"members","room":"big","limit":1001}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(code(r#"{"type":"members","room":"big","after":7}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"members","room":"big","after":"a<b"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"history","room":"big","after":"ann"}"#),
+            ErrorCode::InvalidField
+        );
+        let e = decode(r#"{"type":"members","room":"big","limit":0}"#).expect_err("bad limit");
+        assert_eq!(e.room.map(|r| r.to_string()).as_deref(), Some("big"));
     }
 
     #[test]

@@ -17,3 +17,12 @@ impl Default for Limits {
 
 /// Messages returned by `history` when the client gives no `limit`.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+/// Members a `joined` frame lists at most; the rest are read with `members`.
+pub const JOINED_MEMBERS: usize = 100;
+
+/// Members returned by `members` when the client gives no `limit`.
+pub const DEFAULT_MEMBERS_LIMIT: u32 = 100;
+
+/// Most members one `members` request may return.
+pub const MAX_MEMBERS_LIMIT: u32 = 1000;

@@ -48,8 +48,15 @@ pub enum ServerFrame {
         epoch: Epoch,
         /// The room's latest sequence number when the join happened.
         seq: Seq,
-        /// Users present in the room, on every node.
+        /// Users present in the room on every node: all of them in a small
+        /// room, else the first [`crate::limits::JOINED_MEMBERS`] by name.
         members: Vec<UserName>,
+        /// Users present in the room on every node.
+        #[serde(default)]
+        member_count: u64,
+        /// True when `members` is only the first page (read on with `members`).
+        #[serde(default)]
+        members_more: bool,
         /// True when every message after the client's `since` will be replayed
         /// (or there was no `since`); false when some are gone or the epoch changed.
         recovered: bool,
@@ -96,6 +103,15 @@ pub enum ServerFrame {
         left: Vec<UserName>,
         /// Users who were typing.
         typing: Vec<UserName>,
+    },
+    /// A page of the room's members, ascending by name.
+    Members {
+        /// Room.
+        room: RoomName,
+        /// Users present in the room on some node.
+        members: Vec<UserName>,
+        /// True when users named after the last one remain.
+        more: bool,
     },
     /// The server sequenced the client's `send`.
     Ack {
@@ -375,6 +391,37 @@ mod tests {
             ServerFrame::Message { room, .. } => room.clone(),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn members_wire_shape() {
+        let room = RoomName::parse("big").expect("valid");
+        let ann = UserName::parse("ann").expect("valid");
+        let joined = ServerFrame::Joined {
+            room: room.clone(),
+            epoch: Epoch::new("e"),
+            seq: 4,
+            members: vec![ann.clone()],
+            member_count: 250,
+            members_more: true,
+            recovered: true,
+        };
+        assert_eq!(
+            joined.encode().as_str(),
+            r#"{"type":"joined","room":"big","epoch":"e","seq":4,"members":["ann"],"member_count":250,"members_more":true,"recovered":true}"#
+        );
+        // A frame from before `member_count` still decodes.
+        let old =
+            r#"{"type":"joined","room":"big","epoch":"e","seq":4,"members":[],"recovered":true}"#;
+        assert!(matches!(
+            ServerFrame::decode(old),
+            Ok(ServerFrame::Joined { member_count: 0, members_more: false, .. })
+        ));
+        let page = ServerFrame::Members { room, members: vec![ann], more: false };
+        assert_eq!(
+            page.encode().as_str(),
+            r#"{"type":"members","room":"big","members":["ann"],"more":false}"#
+        );
     }
 
     #[test]

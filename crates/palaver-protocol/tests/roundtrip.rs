@@ -47,9 +47,13 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 room,
                 epoch,
                 seq,
+                member_count: members.len() as u64 + u64::from(recovered),
+                members_more: recovered,
                 members,
                 recovered
             }),
+        (room(), prop::collection::vec(user(), 0..5), any::<bool>())
+            .prop_map(|(room, members, more)| ServerFrame::Members { room, members, more }),
         (id(), room(), any::<u64>(), any::<bool>()).prop_map(|(id, room, seq, duplicate)| {
             ServerFrame::Ack { id, room, epoch: Epoch::new("e"), seq, duplicate }
         }),

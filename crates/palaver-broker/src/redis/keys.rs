@@ -26,6 +26,9 @@ pub(crate) struct RoomKeys {
     pub ids: String,
     /// Presence: ZSET of user scored by the latest expiry of their entries.
     pub presence: String,
+    /// Roster: ZSET of the users in `presence`, every score 0, so a page of
+    /// members is a lex range read.
+    pub roster: String,
     /// Prefix of the per-user presence entry ZSETs (`presence_user_prefix + user`).
     pub presence_user_prefix: String,
     /// Pub/sub channel of the room's envelopes.
@@ -42,6 +45,7 @@ impl RoomKeys {
             ids: format!("{base}:ids"),
             presence: format!("{base}:presence"),
             presence_user_prefix: format!("{base}:presence:"),
+            roster: format!("{base}:roster"),
             channel: base,
         }
     }

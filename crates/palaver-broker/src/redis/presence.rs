@@ -10,8 +10,9 @@
 //!   call that adds them to the room set, their `leave` by the call that
 //!   removes them, so each is announced exactly once cluster-wide, whichever
 //!   node or path does it.
-//! * **Members**: one `ZRANGEBYSCORE` of users whose latest expiry is in the
-//!   future, O(log N + M).
+//! * **Members**: a page is a lex range of the room's roster (a ZSET of the
+//!   same users, every score 0) checked against the presence set, and the
+//!   count one `ZCOUNT` of live users: O(log N + page), whatever the room's size.
 //! * **Refresh**: every `presence_ttl / 3` this node extends its own entries,
 //!   one script call per room (batched) and all calls pipelined: O(local
 //!   entries) per tick, one round trip per 64 rooms. Entries found missing
@@ -46,7 +47,7 @@ use super::{
     scripts::integer,
     stats::add,
 };
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, MembersPage};
 
 /// Most entries refreshed by one script call.
 const REFRESH_BATCH: usize = 200;
@@ -128,6 +129,7 @@ impl Core {
         invocation
             .key(&keys.presence)
             .key(keys.presence_user(user))
+            .key(&keys.roster)
             .arg(user.as_str())
             .arg(presence_entry(&self.config.node_id, session))
             .arg(self.ttl_ms())
@@ -166,6 +168,7 @@ impl Core {
         invocation
             .key(&keys.presence)
             .key(keys.presence_user(user))
+            .key(&keys.roster)
             .arg(user.as_str())
             .arg(presence_entry(&self.config.node_id, session));
         let removed: i64 = self
@@ -174,16 +177,23 @@ impl Core {
         Ok(removed == 1)
     }
 
-    /// See [`crate::Broker::members`]; concurrent reads of one room share one fetch.
-    pub(crate) async fn members(
+    /// See [`crate::Broker::members_page`]; concurrent reads of the same
+    /// page share one fetch.
+    pub(crate) async fn members_page(
         self: &Arc<Self>,
         room: &RoomName,
-    ) -> Result<Vec<UserName>, BrokerError> {
+        after: Option<&UserName>,
+        limit: usize,
+    ) -> Result<MembersPage, BrokerError> {
         let core = self.clone();
-        let fetch_room = room.clone();
+        let key = (room.clone(), after.cloned(), limit.max(1));
+        let fetch = key.clone();
         let (result, shared) = self
             .member_reads
-            .run(room.clone(), move || async move { core.fetch_members(&fetch_room).await }.boxed())
+            .run(key, move || {
+                async move { core.fetch_members_page(&fetch.0, fetch.1.as_ref(), fetch.2).await }
+                    .boxed()
+            })
             .await;
         if shared {
             add(&self.stats.single_flight_hits, 1);
@@ -191,14 +201,20 @@ impl Core {
         result
     }
 
-    async fn fetch_members(&self, room: &RoomName) -> Result<Vec<UserName>, BrokerError> {
+    async fn fetch_members_page(
+        &self,
+        room: &RoomName,
+        after: Option<&UserName>,
+        limit: usize,
+    ) -> Result<MembersPage, BrokerError> {
         let keys = RoomKeys::new(&self.config.prefix, room);
-        let mut invocation = self.scripts.presence_members.prepare_invoke();
-        invocation.key(&keys.presence);
-        let names: Vec<String> = self
+        let start = after.map_or_else(|| "-".to_owned(), |user| format!("({user}"));
+        let mut invocation = self.scripts.presence_page.prepare_invoke();
+        invocation.key(&keys.presence).key(&keys.roster).arg(start).arg(limit);
+        let (count, more, names): (u64, u8, Vec<String>) = self
             .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
-        let mut users: Vec<UserName> = names
+        let members = names
             .iter()
             .filter_map(|name| match UserName::parse(name) {
                 Ok(user) => Some(user),
@@ -208,9 +224,7 @@ impl Core {
                 }
             })
             .collect();
-        users.sort();
-        users.dedup();
-        Ok(users)
+        Ok(MembersPage { members, more: more == 1, count })
     }
 
     /// Extends this node's entries; re-joins the ones Redis no longer has.
@@ -221,7 +235,11 @@ impl Core {
             let keys = RoomKeys::new(&self.config.prefix, room);
             for batch in sessions.chunks(REFRESH_BATCH) {
                 let mut invocation = self.scripts.presence_refresh.prepare_invoke();
-                invocation.key(&keys.presence).arg(self.ttl_ms()).arg(self.key_ttl_ms());
+                invocation
+                    .key(&keys.presence)
+                    .key(&keys.roster)
+                    .arg(self.ttl_ms())
+                    .arg(self.key_ttl_ms());
                 for (user, session) in batch {
                     invocation
                         .key(keys.presence_user(user))
@@ -284,6 +302,7 @@ impl Core {
                 let mut invocation = self.scripts.presence_sweep.prepare_invoke();
                 invocation
                     .key(&keys.presence)
+                    .key(&keys.roster)
                     .arg(&keys.presence_user_prefix)
                     .arg(&keys.channel)
                     .arg(head)

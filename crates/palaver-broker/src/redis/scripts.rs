@@ -176,7 +176,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 /// Adds one presence entry.
 ///
-/// KEYS: room presence set, user entry set. ARGV: user, entry, ttl ms, key ttl ms.
+/// KEYS: room presence set, user entry set, room roster.
+/// ARGV: user, entry, ttl ms, key ttl ms.
 /// Returns 1 when the user was added to the room's presence set (their
 /// `join` is to be announced), else 0.
 pub(crate) const PRESENCE_JOIN: &str = r#"
@@ -184,14 +185,16 @@ local expiry = now + tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZADD', KEYS[2], expiry, ARGV[2])
 local added = redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return added
 "#;
 
 /// Removes one presence entry.
 ///
-/// KEYS: room presence set, user entry set. ARGV: user, entry.
+/// KEYS: room presence set, user entry set, room roster. ARGV: user, entry.
 /// Returns 1 when the user was removed from the room's presence set (their
 /// `leave` is to be announced), else 0. Whoever removes a user from the set
 /// announces it, so each leave is announced once cluster-wide.
@@ -204,43 +207,70 @@ if latest[1] then
   return 0
 end
 redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
 "#;
 
-/// Users with a live entry.
+/// A page of users with a live entry, by name, and how many there are.
 ///
-/// KEYS: room presence set. Returns the users (unsorted).
-pub(crate) const PRESENCE_MEMBERS: &str = r#"
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now), '+inf')
+/// KEYS: room presence set, room roster. ARGV: lex start (`-` or `(<user>`),
+/// limit. The roster (every score 0) is read by lex range and each user is
+/// checked live in the presence set, so a page costs O(log N + limit) plus
+/// any expired users not swept yet; the count is one `ZCOUNT`, O(log N).
+/// Returns `{count, more (0/1), users}`.
+pub(crate) const PRESENCE_PAGE: &str = r#"
+local live = '(' .. string.format('%d', now)
+local count = redis.call('ZCOUNT', KEYS[1], live, '+inf')
+local limit = tonumber(ARGV[2])
+local users = {}
+local start = ARGV[1]
+while #users <= limit do
+  local batch = redis.call('ZRANGEBYLEX', KEYS[2], start, '+', 'LIMIT', 0, limit + 1 - #users)
+  if #batch == 0 then break end
+  for _, user in ipairs(batch) do
+    local expiry = redis.call('ZSCORE', KEYS[1], user)
+    if expiry and tonumber(expiry) > now then users[#users + 1] = user end
+  end
+  start = '(' .. batch[#batch]
+end
+local more = 0
+if #users > limit then
+  more = 1
+  users[limit + 1] = nil
+end
+return {count, more, users}
 "#;
 
 /// Extends this node's entries in one room.
 ///
-/// KEYS: room presence set, then one user entry set per entry.
+/// KEYS: room presence set, room roster, then one user entry set per entry.
 /// ARGV: ttl ms, key ttl ms, then (user, entry) per entry.
 /// Only existing entries are extended (a swept entry is not resurrected here);
-/// returns the 1-based indexes of entries that were missing.
+/// their users are (re)written to the roster, which heals rooms joined before
+/// the roster existed. Returns the 1-based indexes of entries that were missing.
 pub(crate) const PRESENCE_REFRESH: &str = r#"
 local expiry = now + tonumber(ARGV[1])
 local lost = {}
-for i = 2, #KEYS do
-  local user = ARGV[2 * i - 1]
-  local entry = ARGV[2 * i]
+for i = 3, #KEYS do
+  local user = ARGV[2 * i - 3]
+  local entry = ARGV[2 * i - 2]
   if redis.call('ZSCORE', KEYS[i], entry) then
     redis.call('ZADD', KEYS[i], expiry, entry)
     redis.call('ZADD', KEYS[1], 'XX', 'GT', expiry, user)
+    redis.call('ZADD', KEYS[2], 0, user)
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
   else
-    lost[#lost + 1] = i - 1
+    lost[#lost + 1] = i - 2
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return lost
 "#;
 
 /// Removes expired entries of a room and announces users who are gone.
 ///
-/// KEYS: room presence set. ARGV: user entry set prefix, channel, leave
+/// KEYS: room presence set, room roster. ARGV: user entry set prefix, channel, leave
 /// envelope head and tail, batch size. Only users whose latest expiry has
 /// passed are visited, so a sweep with nothing expired is O(log N).
 /// Returns the number of users removed (each announced once, by this call).
@@ -256,6 +286,7 @@ for _, user in ipairs(users) do
   else
     redis.call('DEL', ukey)
     redis.call('ZREM', KEYS[1], user)
+    redis.call('ZREM', KEYS[2], user)
     redis.call('PUBLISH', ARGV[2], ARGV[3] .. cjson.encode(user) .. ARGV[4])
     gone = gone + 1
   end
@@ -273,8 +304,8 @@ pub(crate) struct Scripts {
     pub presence_join: Script,
     /// See [`PRESENCE_LEAVE`].
     pub presence_leave: Script,
-    /// See [`PRESENCE_MEMBERS`].
-    pub presence_members: Script,
+    /// See [`PRESENCE_PAGE`].
+    pub presence_page: Script,
     /// See [`PRESENCE_REFRESH`].
     pub presence_refresh: Script,
     /// See [`PRESENCE_SWEEP`].
@@ -291,7 +322,7 @@ impl Scripts {
             read: epoch(READ),
             presence_join: clock(PRESENCE_JOIN),
             presence_leave: clock(PRESENCE_LEAVE),
-            presence_members: clock(PRESENCE_MEMBERS),
+            presence_page: clock(PRESENCE_PAGE),
             presence_refresh: clock(PRESENCE_REFRESH),
             presence_sweep: clock(PRESENCE_SWEEP),
         }

@@ -149,12 +149,8 @@ pub async fn members(
         })?),
         None => None,
     };
-    // The broker's list is the whole room, sorted: page it here.
-    let all = app.broker.members(&room).await?;
-    let start = after.map_or(0, |after| all.partition_point(|user| *user <= after));
-    let members: Vec<UserName> = all[start..].iter().take(limit).cloned().collect();
-    let more = all.len() > start + members.len();
-    Ok(Json(MembersReply { room, members, more }))
+    let page = app.broker.members_page(&room, after.as_ref(), limit).await?;
+    Ok(Json(MembersReply { room, members: page.members, more: page.more }))
 }
 
 /// One active room.
