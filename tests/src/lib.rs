@@ -10,11 +10,13 @@ pub mod otlp;
 pub mod prometheus;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 
 pub use api::ApiClient;
 pub use client::WsClient;
 pub use node::Node;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 
 /// Generous bound for "eventually" in tests; never a performance assertion.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
