@@ -143,6 +143,24 @@ impl RedisCluster {
         cli(self.ports()[0], &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("a slot")
     }
 
+    /// The master port serving each of the 16384 slots (`0` for none).
+    pub fn slot_owners(&self) -> Vec<u16> {
+        let slots = cli(self.ports()[0], &["CLUSTER", "SLOTS"]);
+        let lines: Vec<&str> = slots.lines().map(str::trim).collect();
+        let mut owners = vec![0u16; 16384];
+        for i in 0..lines.len().saturating_sub(3) {
+            if let (Ok(start), Ok(end)) = (lines[i].parse::<usize>(), lines[i + 1].parse::<usize>())
+                && lines[i + 2] == "127.0.0.1"
+                && start <= end
+                && end < 16384
+                && let Ok(port) = lines[i + 3].parse::<u16>()
+            {
+                owners[start..=end].fill(port);
+            }
+        }
+        owners
+    }
+
     /// The port of the master serving `slot`.
     pub fn owner(&self, slot: u16) -> u16 {
         for port in self.ports() {
@@ -340,6 +358,24 @@ fn cli_auth(port: u16, password: &str, args: &[&str]) -> String {
 
 fn assert_ok(reply: String) {
     assert!(reply.trim() == "OK", "expected OK, got {reply:?}");
+}
+
+/// The slot of `key` as Redis Cluster computes it: CRC16 (XMODEM) of the
+/// hash tag (the first non-empty `{…}`) or of the whole key, mod 16384.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
 }
 
 /// Parses `CLUSTER NODES`.

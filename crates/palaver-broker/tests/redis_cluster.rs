@@ -17,7 +17,7 @@ use palaver_broker::{Broker, Control, NodeReport, RedisBroker};
 use palaver_protocol::{
     BusEvent, ClientMessageId, Epoch, HistoryQuery, PresenceState, RoomName, Witness,
 };
-use support::{RedisCluster, cluster_node, draft, eventually, room, user};
+use support::{RedisCluster, cluster_node, draft, eventually, key_slot, room, user};
 
 /// `count` room names whose slots cover every master of `cluster`.
 fn rooms_on_every_master(cluster: &RedisCluster, count: usize) -> Vec<RoomName> {
@@ -322,4 +322,77 @@ async fn publish_after(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Share of each master in `counts` (by port), as fractions.
+fn shares(counts: &HashMap<u16, u64>) -> Vec<f64> {
+    let total: u64 = counts.values().sum();
+    counts.values().map(|n| *n as f64 / total as f64).collect()
+}
+
+fn assert_even(what: &str, counts: &HashMap<u16, u64>) {
+    assert_eq!(counts.len(), 3, "{what}: every master has some: {counts:?}");
+    for share in shares(counts) {
+        assert!((share - 1.0 / 3.0).abs() <= 0.05, "{what}: uneven spread {counts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rooms_spread_evenly_over_three_masters() {
+    let cluster = RedisCluster::start(3);
+    let owners = cluster.slot_owners();
+    assert_eq!(key_slot("palaver:room:{lobby}"), cluster.slot("palaver:room:{lobby}"));
+    let owner = |name: &str| owners[key_slot(&format!("palaver:room:{{{name}}}")) as usize];
+    // Short, numbered and patterned names alike.
+    let patterns: Vec<(&str, Vec<String>)> = vec![
+        ("room-N", (1..=1000).map(|i| format!("room-{i}")).collect()),
+        ("N", (0..1000).map(|i| i.to_string()).collect()),
+        ("team:eng-NNNN", (0..1000).map(|i| format!("team:eng-{i:04}")).collect()),
+        (
+            "two letters",
+            (b'a'..=b'z')
+                .flat_map(|a| (b'a'..=b'z').map(move |b| format!("{}{}", a as char, b as char)))
+                .collect(),
+        ),
+    ];
+    for (what, names) in &patterns {
+        let mut rooms: HashMap<u16, u64> = HashMap::new();
+        for name in names {
+            *rooms.entry(owner(name)).or_default() += 1;
+        }
+        assert_even(what, &rooms);
+    }
+
+    // The publish load follows the rooms: every room's keys and channel
+    // live on its slot, so each master runs its rooms' scripts.
+    let masters: Vec<u16> = cluster.masters().iter().map(|m| m.port).collect();
+    for port in &masters {
+        assert_eq!(cluster.cli(*port, &["CONFIG", "RESETSTAT"]).trim(), "OK");
+    }
+    let a = cluster_node(&cluster, "a", |_| {}).await;
+    let rooms: Vec<RoomName> = patterns[0].1.iter().map(|n| room(n)).collect();
+    for round in 0..3 {
+        let mut sends = Vec::new();
+        for r in &rooms {
+            let (broker, r) = (a.broker.clone(), r.clone());
+            sends.push(tokio::spawn(async move {
+                broker.publish(&r, draft("ann", &format!("p{round}"))).await.expect("publish")
+            }));
+        }
+        for send in sends {
+            send.await.expect("task");
+        }
+    }
+    let mut calls: HashMap<u16, u64> = HashMap::new();
+    for port in &masters {
+        let stats = cluster.command_calls(*port);
+        let scripts =
+            stats.get("evalsha").copied().unwrap_or(0) + stats.get("eval").copied().unwrap_or(0);
+        calls.insert(*port, scripts);
+    }
+    // One script call per message (plus a first `NOSCRIPT` per master and script).
+    let total = calls.values().sum::<u64>();
+    assert!((3000..3020).contains(&total), "one script call per message: {calls:?}");
+    eprintln!("publish script calls per master: {calls:?}");
+    assert_even("publish load (INFO commandstats)", &calls);
 }

@@ -16,7 +16,8 @@ use palaver_broker::{Control, Draft, Inbox, RedisBroker, RedisConfig};
 mod redis_cluster;
 use palaver_protocol::{BusEvent, ClientMessageId, Envelope, PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
-pub use redis_cluster::RedisCluster;
+#[allow(unused_imports)] // used by tests/redis_cluster.rs only
+pub use redis_cluster::{RedisCluster, key_slot};
 
 /// A throwaway `redis-server` on a free port, with no persistence; killed on drop.
 pub struct RedisServer {
