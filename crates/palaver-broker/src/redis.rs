@@ -215,6 +215,10 @@ impl RedisConfig {
         if seeds.is_empty() {
             return Err(BrokerError::Unavailable("redis cluster: no seed URL".into()));
         }
+        // A brace in the prefix would become the keys' hash tag instead of the room.
+        if self.prefix.contains(['{', '}']) {
+            return Err(BrokerError::Unavailable("redis prefix must not contain braces".into()));
+        }
         Ok(Target::Cluster(seeds))
     }
 }
@@ -560,6 +564,9 @@ mod tests {
         config.cluster = true;
         let Ok(Target::Cluster(seeds)) = config.target() else { panic!("a cluster") };
         assert_eq!(seeds, ["redis://h1:7000", "redis://h2:7001"]);
+        config.prefix = "a{b}".into();
+        assert!(config.target().is_err(), "a brace would be the hash tag");
+        config.prefix = "palaver".into();
         config.url = " , ".into();
         assert!(config.target().is_err());
     }
