@@ -16,8 +16,9 @@
 #             the knee (highest delivered msgs/s with p99 < 100 ms, 0 loss, senders on rate).
 #             `INFO commandstats` of every Redis run is kept in the logs directory.
 #             Setup cluster-N: N gateways over a private 3-master Redis Cluster (no
-#             replicas); each master's CPU-seconds and script calls during the run go
-#             to the results as a {"bench":"chat-shards"} line (the per-shard split).
+#             replicas); each master's CPU-seconds and script calls from the gateways'
+#             start to the run's end go to the results as a {"bench":"chat-shards"}
+#             line (the per-shard split); redis-N gets the same line for its one Redis.
 # Every report is appended as one JSON line to the results file, and the
 # results are printed as markdown tables (palaver-loadgen summarize).
 #
@@ -411,7 +412,10 @@ step_chat() {
         pids+=(--server-pid "$SERVER_PID")
       done
       ticks=()
-      case $setup in cluster-*) for pid in "${CLUSTER_PIDS[@]}"; do ticks+=("$(cpu_ticks "$pid")"); done ;; esac
+      case $setup in
+        redis-*) CLUSTER_PIDS=("$REDIS_PID") CLUSTER_PORTS=("$REDIS_PORT"); ticks+=("$(cpu_ticks "$REDIS_PID")") ;;
+        cluster-*) for pid in "${CLUSTER_PIDS[@]}"; do ticks+=("$(cpu_ticks "$pid")"); done ;;
+      esac
       log "chat: $setup, $CHAT_ROOMS rooms x $CHAT_MEMBERS members, $rate msgs/s ($per_client per client)"
       loadgen chat --rooms "$CHAT_ROOMS" --members "$CHAT_MEMBERS" --rate "$per_client" \
         --payload "$PAYLOAD" --duration "$CHAT_DURATION" --grace "$CHAT_GRACE" \
@@ -420,10 +424,7 @@ step_chat() {
         --tag bench=chat --tag setup="$setup" --tag rate="$rate"
       status=$?
       case $setup in
-        redis-*)
-          redis-cli -p "$REDIS_PORT" INFO commandstats >"$LOGS/chat-$setup-$rate.commandstats" 2>&1
-          log "chat: $setup at $rate msgs/s, one Redis: $(script_calls "$REDIS_PORT") script calls" ;;
-        cluster-*) shard_report "$setup" "$rate" "${ticks[@]}" ;;
+        redis-*|cluster-*) shard_report "$setup" "$rate" "${ticks[@]}" ;;
       esac
       for pid in "${node_pids[@]}"; do stop "$pid"; done
       case $setup in
