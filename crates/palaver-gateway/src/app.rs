@@ -2,7 +2,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, Ordering},
 };
 
 use palaver_broker::{RedisBroker, broker::SharedBroker};
@@ -11,8 +11,11 @@ use palaver_protocol::Limits;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config, metered_broker::MeteredBroker, metrics::Metrics, registry::Registry,
-    security::Security, server::Backend,
+    config::Config,
+    metered_broker::MeteredBroker,
+    metrics::{ConnectionStats, Metrics},
+    registry::Registry,
+    security::Security,
 };
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
@@ -46,17 +49,12 @@ pub struct App {
     accepting: AtomicBool,
 }
 
-/// Connection counters (exported as metrics).
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Connections currently open.
-    pub open: AtomicU64,
-    /// Connections accepted since start.
-    pub total: AtomicU64,
-    /// Frames received from clients.
-    pub frames_in: AtomicU64,
-    /// `error` frames sent to clients.
-    pub errors_out: AtomicU64,
+/// The broker the config asks for: Redis when `--redis-url` is set, else memory.
+pub struct Backend {
+    /// The broker every connection uses.
+    pub broker: SharedBroker,
+    /// The Redis broker itself, when clustered (for its stats).
+    pub redis: Option<Arc<RedisBroker>>,
 }
 
 impl App {
@@ -101,9 +99,4 @@ impl App {
         self.accepting.store(false, Ordering::Release);
         self.shutdown.cancel();
     }
-}
-
-/// Adds one to a counter.
-pub fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }

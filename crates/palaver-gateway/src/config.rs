@@ -8,8 +8,8 @@ use clap::Parser;
 use crate::{
     access::RoomPatterns,
     api::keys::ApiKey,
-    auth::{AuthMode, PublicKey, Secret},
     ratelimit::Rate,
+    token::{AuthMode, PublicKey, Secret},
 };
 
 /// Configuration of one gateway node. Every flag has an environment variable.

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
@@ -25,21 +25,15 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
-    app::{App, bump},
+    app::App,
     identity::{Identity, new_session_id},
-    metrics::Metrics,
+    metrics::{Metrics, bump},
     ratelimit::{Verdict, frame_reference},
     security::Security,
     session::Session,
+    socket::{LINGER, Socket, linger},
 };
 
-/// The upgraded socket, boxed once at the upgrade: passed by value through
-/// several async fns, an inline `WebSocket` (~600 bytes of protocol state)
-/// would be stored again in each one's state for the connection's lifetime.
-pub type Socket = Box<WebSocket>;
-
-/// Longest wait for the peer's close reply after our close frame.
-const LINGER: Duration = Duration::from_secs(2);
 /// Frames written per flush at most, so one busy client cannot starve pings.
 const MAX_BATCH: usize = 64;
 
@@ -76,21 +70,6 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
         tracing::debug!(code = client.close_code(), "disconnected");
     }
     .instrument(span)
-    .await;
-}
-
-/// Completes the closing handshake: after our close frame, keep reading (and
-/// discarding) until the peer's close or EOF, bounded by `limit`. Dropping the
-/// socket earlier would make the kernel answer the peer's late frames (a
-/// pong) with a reset, which destroys the close frame before the peer reads it.
-async fn linger(mut stream: SplitStream<Socket>, limit: Duration) {
-    let _ = timeout(limit, async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
     .await;
 }
 

@@ -33,7 +33,9 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod socket;
 pub mod telemetry;
+pub mod token;
 pub mod web;
 
 pub use config::Config;

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the node's counters in the Prometheus text format.
 //!
 //! The message path only ever does relaxed atomic adds: counters that already
-//! exist ([`crate::app::ConnectionStats`], [`palaver_hub::HubStats`], the
+//! exist ([`ConnectionStats`], [`palaver_hub::HubStats`], the
 //! Redis broker's [`palaver_broker::RedisStats`]) stay where they are, and the
 //! few this module adds ([`Metrics`]) are atomics too, histograms included
 //! ([`AtomicHistogram`]: one add per bucket, count and sum, no lock). A scrape
@@ -298,6 +298,24 @@ impl Metrics {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Connection counters (exported as metrics).
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections currently open.
+    pub open: AtomicU64,
+    /// Connections accepted since start.
+    pub total: AtomicU64,
+    /// Frames received from clients.
+    pub frames_in: AtomicU64,
+    /// `error` frames sent to clients.
+    pub errors_out: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `GET /metrics`: Prometheus text (0.0.4), or OpenMetrics when the scraper

@@ -10,7 +10,7 @@ use palaver_protocol::UserName;
 
 use crate::{
     access::RoomPattern,
-    auth::{Claims, Secret, SigningKey, unix_now},
+    token::{Claims, Secret, SigningKey, unix_now},
 };
 
 /// Mints a token and prints it on stdout.
@@ -104,7 +104,7 @@ pub fn run() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Verifier;
+    use crate::token::Verifier;
 
     #[test]
     fn minted_tokens_verify() {

@@ -17,18 +17,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use palaver_protocol::{CloseCode, NameError};
+use palaver_protocol::NameError;
 
 use crate::{
     access::Access,
     api::keys::ApiKeys,
-    app::App,
-    auth::{self, AuthError, AuthMode, Verifier},
     config::Config,
-    connection::Socket,
     identity::{self, Identity},
     origin::Origins,
     ratelimit::{FrameBudget, PeerLimits, PeerRefusal, PeerSlot},
+    token::{AuthError, AuthMode, Verifier},
 };
 
 /// Everything the node checks about a connection, from the config.
@@ -59,8 +57,8 @@ pub enum Credentials {
 
 /// An admitted upgrade: its credentials and its place in its IP's count.
 pub struct Admission {
-    credentials: Credentials,
-    slot: PeerSlot,
+    pub(crate) credentials: Credentials,
+    pub(crate) slot: PeerSlot,
 }
 
 /// Why an upgrade was refused; each becomes a plain HTTP response.
@@ -233,43 +231,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Serves an admitted, upgraded socket: authenticates it by its first frame
-/// if needed, then runs the connection. The IP slot is held throughout.
-pub async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
-    let Admission { credentials, slot } = admission;
-    let identity = match credentials {
-        Credentials::Known(identity) => identity,
-        Credentials::AwaitFrame => {
-            let verifier = app.security.verifier.as_ref();
-            let awaited = tokio::select! {
-                awaited = auth::await_auth_frame(
-                    &mut socket,
-                    verifier,
-                    app.config.auth_timeout,
-                    &app.limits,
-                ) => awaited,
-                () = app.shutdown.cancelled() => {
-                    auth::close(socket, CloseCode::GoingAway, CloseCode::GoingAway.reason()).await;
-                    return;
-                }
-            };
-            match awaited {
-                Ok(identity) => identity,
-                Err(e) => {
-                    tracing::info!(ip = %slot.key(), reason = %e, "authentication failed; closing 4001");
-                    auth::refuse(socket, &e).await;
-                    return;
-                }
-            }
-        }
-    };
-    if let Some(subject) = &identity.subject {
-        tracing::debug!(sub = %subject, user = %identity.user, "authenticated");
-    }
-    crate::connection::serve(socket, app, identity).await;
-    drop(slot);
 }
 
 #[cfg(test)]

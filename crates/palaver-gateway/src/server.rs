@@ -10,18 +10,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
+use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig};
 use palaver_hub::Hub;
 
-use crate::{app::App, config::Config, inbox::HubInbox, registry::Registry, web};
-
-/// The broker the config asks for: Redis when `--redis-url` is set, else memory.
-pub struct Backend {
-    /// The broker every connection uses.
-    pub broker: SharedBroker,
-    /// The Redis broker itself, when clustered (for its stats).
-    pub redis: Option<Arc<RedisBroker>>,
-}
+use crate::{
+    app::{App, Backend},
+    config::Config,
+    inbox::HubInbox,
+    registry::Registry,
+    web,
+};
 
 /// Builds the broker the config asks for.
 async fn backend(
@@ -106,7 +104,7 @@ async fn upgrade(
         .max_message_size(config.max_frame)
         .max_frame_size(config.max_frame)
         .on_upgrade(move |socket| {
-            tracker.track_future(crate::security::serve(Box::new(socket), app, admission))
+            tracker.track_future(crate::auth::serve(Box::new(socket), app, admission))
         })
 }
 

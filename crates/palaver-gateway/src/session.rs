@@ -22,10 +22,7 @@ use palaver_protocol::{
 };
 use tracing::Instrument;
 
-use crate::{
-    access::RoomPatterns,
-    app::{App, bump},
-};
+use crate::{access::RoomPatterns, app::App, metrics::bump};
 
 /// Messages read from history per round trip while catching up.
 const CATCH_UP_PAGE: u32 = 200;
