@@ -5,6 +5,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use axum::extract::FromRef;
 use palaver_broker::{RedisBroker, broker::SharedBroker};
 use palaver_hub::{ClientConfig, Hub};
 use palaver_protocol::Limits;
@@ -12,8 +13,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
+    directory::Reporter,
     metered_broker::MeteredBroker,
-    metrics::{ConnectionStats, Metrics},
+    metrics::{ConnectionStats, Metrics, Scrape},
     registry::Registry,
     security::Security,
 };
@@ -39,7 +41,7 @@ pub struct App {
     /// Owns every connection task, so shutdown can wait for them.
     pub connections: TaskTracker,
     /// Connection counters.
-    pub stats: ConnectionStats,
+    pub stats: Arc<ConnectionStats>,
     /// Counters and histograms served at `/metrics` (with `stats` and the hub's).
     pub metrics: Arc<Metrics>,
     /// Auth, private rooms, origins and rate limits, from the config.
@@ -81,7 +83,7 @@ impl App {
             client_config,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
-            stats: ConnectionStats::default(),
+            stats: Arc::default(),
             metrics,
             security,
             registry,
@@ -94,9 +96,34 @@ impl App {
         self.accepting.load(Ordering::Acquire) && self.broker.is_ready()
     }
 
+    /// What the directory reporter reads.
+    pub fn reporter(&self) -> Reporter {
+        Reporter {
+            node_id: self.node_id.clone(),
+            stats: self.stats.clone(),
+            hub: self.hub.clone(),
+            broker: self.broker.clone(),
+        }
+    }
+
     /// Starts shutdown: readiness goes false first, then every task is told.
     pub fn begin_shutdown(&self) {
         self.accepting.store(false, Ordering::Release);
         self.shutdown.cancel();
+    }
+}
+
+/// `/metrics` reads only its counters and a few states, not the whole node.
+impl FromRef<Arc<App>> for Scrape {
+    fn from_ref(app: &Arc<App>) -> Scrape {
+        Scrape {
+            node_id: app.node_id.clone(),
+            ready: app.is_ready(),
+            metrics: app.metrics.clone(),
+            stats: app.stats.clone(),
+            hub: app.hub.clone(),
+            broker: app.broker.clone(),
+            redis: app.redis.clone(),
+        }
     }
 }

@@ -25,7 +25,8 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use palaver_hub::HubStats;
+use palaver_broker::{RedisBroker, broker::SharedBroker};
+use palaver_hub::{Hub, HubStats};
 use palaver_protocol::{CloseCode, ErrorCode};
 use prometheus_client::{
     collector::Collector,
@@ -33,8 +34,6 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-
-use crate::app::App;
 
 /// Close codes with their own label value; anything else is `other`.
 const CLOSE_CODES: [CloseCode; CloseCode::ALL.len()] = CloseCode::ALL;
@@ -320,13 +319,13 @@ pub fn bump(counter: &AtomicU64) {
 
 /// `GET /metrics`: Prometheus text (0.0.4), or OpenMetrics when the scraper
 /// asks for it in `Accept`.
-pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> Response {
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let mut registry = Registry::with_prefix("palaver");
-    registry.register_collector(Box::new(NodeCollector(app)));
+    registry.register_collector(Box::new(NodeCollector(scrape)));
     let mut body = String::with_capacity(16 * 1024);
     let (encoded, content_type) = if openmetrics {
         (
@@ -345,8 +344,28 @@ pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     }
 }
 
+/// What a scrape reads: the node's counters, and the parts whose state it
+/// reports, taken from the node state when the request comes in.
+#[derive(Clone)]
+pub struct Scrape {
+    /// This node's id (a label of `build_info`).
+    pub node_id: String,
+    /// Whether `/readyz` reports ready, at the request.
+    pub ready: bool,
+    /// The counters this module adds.
+    pub metrics: Arc<Metrics>,
+    /// Connection counters.
+    pub stats: Arc<ConnectionStats>,
+    /// Rooms and fan-out counters.
+    pub hub: Arc<Hub>,
+    /// Whether the bus is up.
+    pub broker: SharedBroker,
+    /// The Redis broker's counters, when clustered.
+    pub redis: Option<Arc<RedisBroker>>,
+}
+
 /// Reads every counter of the node at scrape time.
-struct NodeCollector(Arc<App>);
+struct NodeCollector(Scrape);
 
 impl std::fmt::Debug for NodeCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -386,12 +405,7 @@ impl Collector for NodeCollector {
             let labels = [("version", env!("CARGO_PKG_VERSION")), ("node", app.node_id.as_str())];
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
-        gauge(
-            &mut e,
-            "ready",
-            "1 while /readyz reports ready, else 0.",
-            i64::from(app.is_ready()),
-        )?;
+        gauge(&mut e, "ready", "1 while /readyz reports ready, else 0.", i64::from(app.ready))?;
         gauge(
             &mut e,
             "bus_up",

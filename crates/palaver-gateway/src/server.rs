@@ -12,6 +12,7 @@ use axum::{
 };
 use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig};
 use palaver_hub::Hub;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::{App, Backend},
@@ -113,12 +114,12 @@ async fn upgrade(
 const WRITE_BUFFER: usize = 16 * 1024;
 
 /// Sends big rooms' coalesced presence once a second until shutdown.
-async fn flush_presence(app: Arc<App>) {
+async fn flush_presence(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            _ = tick.tick() => app.hub.flush_presence(),
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => hub.flush_presence(),
         }
     }
 }
@@ -157,8 +158,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         }
     }
 
-    tokio::spawn(flush_presence(app.clone()));
-    tokio::spawn(crate::directory::report(app.clone()));
+    tokio::spawn(flush_presence(app.hub.clone(), app.shutdown.clone()));
+    tokio::spawn(crate::directory::report(app.reporter(), app.shutdown.clone()));
     let signal_app = app.clone();
     tokio::spawn(async move {
         crate::shutdown::signal().await;

@@ -39,7 +39,7 @@ pub struct StatsReply {
 pub async fn stats(State(app): State<Arc<App>>) -> Result<Json<StatsReply>, ApiError> {
     let cluster = app.broker.nodes().await?;
     let mut nodes = cluster.nodes;
-    let local = directory::local_report(&app);
+    let local = directory::local_report(&app.reporter());
     nodes.retain(|n| n.node != local.node);
     nodes.push(local);
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
