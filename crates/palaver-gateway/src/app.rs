@@ -21,47 +21,47 @@ use crate::{
 };
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
-pub struct App {
+pub(crate) struct App {
     /// The node's configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// This node's id.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Local rooms and fan-out.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Sequencing, history, presence and the bus.
-    pub broker: SharedBroker,
+    pub(crate) broker: SharedBroker,
     /// The Redis broker when clustered (its stats feed metrics).
-    pub redis: Option<Arc<RedisBroker>>,
+    pub(crate) redis: Option<Arc<RedisBroker>>,
     /// Validation limits derived from the config.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Per-client queue bounds derived from the config.
-    pub client_config: ClientConfig,
+    pub(crate) client_config: ClientConfig,
     /// Cancelled once, when the node starts shutting down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Owns every connection task, so shutdown can wait for them.
-    pub connections: TaskTracker,
+    pub(crate) connections: TaskTracker,
     /// Connection counters.
-    pub stats: Arc<ConnectionStats>,
+    pub(crate) stats: Arc<ConnectionStats>,
     /// Counters and histograms served at `/metrics` (with `stats` and the hub's).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Auth, private rooms, origins and rate limits, from the config.
-    pub security: Security,
+    pub(crate) security: Security,
     /// Open connections by user (for the server API's disconnect).
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     accepting: AtomicBool,
 }
 
 /// The broker the config asks for: Redis when `--redis-url` is set, else memory.
-pub struct Backend {
+pub(crate) struct Backend {
     /// The broker every connection uses.
-    pub broker: SharedBroker,
+    pub(crate) broker: SharedBroker,
     /// The Redis broker itself, when clustered (for its stats).
-    pub redis: Option<Arc<RedisBroker>>,
+    pub(crate) redis: Option<Arc<RedisBroker>>,
 }
 
 impl App {
     /// Builds the node state.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         node_id: String,
         hub: Arc<Hub>,
@@ -92,12 +92,12 @@ impl App {
     }
 
     /// Ready for new traffic: not shutting down and the broker is reachable.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.accepting.load(Ordering::Acquire) && self.broker.is_ready()
     }
 
     /// What the directory reporter reads.
-    pub fn reporter(&self) -> Reporter {
+    pub(crate) fn reporter(&self) -> Reporter {
         Reporter {
             node_id: self.node_id.clone(),
             stats: self.stats.clone(),
@@ -107,7 +107,7 @@ impl App {
     }
 
     /// Starts shutdown: readiness goes false first, then every task is told.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.accepting.store(false, Ordering::Release);
         self.shutdown.cancel();
     }

@@ -18,7 +18,7 @@ use crate::{
 
 /// Serves an admitted, upgraded socket: authenticates it by its first frame
 /// if needed, then runs the connection. The IP slot is held throughout.
-pub async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
+pub(crate) async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
     let Admission { credentials, slot } = admission;
     let identity = match credentials {
         Credentials::Known(identity) => identity,
@@ -55,7 +55,7 @@ pub async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
 
 /// Reads the `auth` frame a connection without a URL token must send first,
 /// within `limit`. WebSocket pings may come before it; anything else fails.
-pub async fn await_auth_frame(
+pub(crate) async fn await_auth_frame(
     socket: &mut Socket,
     verifier: Option<&Verifier>,
     limit: Duration,
@@ -86,7 +86,7 @@ pub async fn await_auth_frame(
 }
 
 /// Closes a connection that failed to authenticate with 4001.
-pub async fn refuse(socket: Socket, error: &AuthError) {
+pub(crate) async fn refuse(socket: Socket, error: &AuthError) {
     if *error != AuthError::Disconnected {
         socket::close(socket, CloseCode::Unauthorized, error.reason()).await;
     }

@@ -38,7 +38,7 @@ use crate::{
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded, authenticated socket until it closes.
-pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
+pub(crate) async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     let session_id = new_session_id();
     let Identity { user, grants, expires, .. } = identity;
     let span =

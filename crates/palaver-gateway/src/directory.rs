@@ -12,23 +12,23 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::ConnectionStats;
 
 /// How often a node reports; the Redis broker's `report_ttl` is three times this.
-pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// What a report reads, and the broker it goes to.
 #[derive(Clone)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     /// This node's id.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Open connections.
-    pub stats: Arc<ConnectionStats>,
+    pub(crate) stats: Arc<ConnectionStats>,
     /// Rooms with local members.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Where reports go.
-    pub broker: SharedBroker,
+    pub(crate) broker: SharedBroker,
 }
 
 /// This node's numbers now.
-pub fn local_report(app: &Reporter) -> NodeReport {
+pub(crate) fn local_report(app: &Reporter) -> NodeReport {
     NodeReport {
         node: app.node_id.clone(),
         connections: app.stats.open.load(Ordering::Relaxed),
@@ -38,7 +38,7 @@ pub fn local_report(app: &Reporter) -> NodeReport {
 }
 
 /// Reports every [`REPORT_EVERY`] until shutdown.
-pub async fn report(app: Reporter, shutdown: CancellationToken) {
+pub(crate) async fn report(app: Reporter, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

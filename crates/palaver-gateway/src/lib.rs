@@ -12,31 +12,31 @@
 //! [`registry`] (connections by user) and [`directory`] (this node's report
 //! to the cluster) behind it; [`cli`] is its command-line client.
 
-pub mod access;
-pub mod api;
-pub mod app;
-pub mod auth;
+mod access;
+mod api;
+mod app;
+mod auth;
 pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod directory;
-pub mod http;
-pub mod identity;
-pub mod inbox;
-pub mod metered_broker;
-pub mod metrics;
+mod config;
+mod connection;
+mod directory;
+mod http;
+mod identity;
+mod inbox;
+mod metered_broker;
+mod metrics;
 pub mod mint;
-pub mod origin;
-pub mod ratelimit;
-pub mod registry;
-pub mod security;
-pub mod server;
-pub mod session;
-pub mod shutdown;
-pub mod socket;
+mod origin;
+mod ratelimit;
+mod registry;
+mod security;
+mod server;
+mod session;
+mod shutdown;
+mod socket;
 pub mod telemetry;
-pub mod token;
-pub mod web;
+mod token;
+mod web;
 
 pub use config::Config;
 pub use server::run;

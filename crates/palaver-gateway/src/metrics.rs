@@ -71,7 +71,7 @@ const LATENCY_BOUNDS_US: [u64; 14] = [
 
 /// The broker calls timed by [`crate::metered_broker::MeteredBroker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerOp {
+pub(crate) enum BrokerOp {
     /// `publish`: sequence, store and send one message.
     Publish,
     /// `signal`: a presence or typing event.
@@ -102,7 +102,7 @@ pub enum BrokerOp {
 
 impl BrokerOp {
     /// Every operation, in label order.
-    pub const ALL: [BrokerOp; 13] = [
+    pub(crate) const ALL: [BrokerOp; 13] = [
         BrokerOp::Publish,
         BrokerOp::Signal,
         BrokerOp::Subscribe,
@@ -119,7 +119,7 @@ impl BrokerOp {
     ];
 
     /// The `op` label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BrokerOp::Publish => "publish",
             BrokerOp::Signal => "signal",
@@ -141,7 +141,7 @@ impl BrokerOp {
 /// A histogram made of atomics: fixed bucket bounds, one counter per bucket
 /// (not cumulative; the encoder sums them), a count and a sum.
 #[derive(Debug)]
-pub struct AtomicHistogram {
+pub(crate) struct AtomicHistogram {
     bounds: &'static [u64],
     /// One per bound, plus the overflow bucket.
     buckets: Box<[AtomicU64]>,
@@ -151,7 +151,7 @@ pub struct AtomicHistogram {
 
 impl AtomicHistogram {
     /// An empty histogram over `bounds` (ascending, inclusive upper bounds).
-    pub fn new(bounds: &'static [u64]) -> Self {
+    pub(crate) fn new(bounds: &'static [u64]) -> Self {
         AtomicHistogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -161,7 +161,7 @@ impl AtomicHistogram {
     }
 
     /// Records one value.
-    pub fn observe(&self, value: u64) {
+    pub(crate) fn observe(&self, value: u64) {
         let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +169,7 @@ impl AtomicHistogram {
     }
 
     /// Number of values recorded.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
@@ -198,28 +198,28 @@ impl AtomicHistogram {
 
 /// Per broker operation: latency and failures.
 #[derive(Debug)]
-pub struct BrokerOpStats {
+pub(crate) struct BrokerOpStats {
     /// Call duration, microseconds.
-    pub latency: AtomicHistogram,
+    pub(crate) latency: AtomicHistogram,
     /// Calls that returned an error.
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// The counters this module adds to the node (the rest already exist
 /// elsewhere and are read at scrape time). One per node, in an `Arc`.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     closes: [AtomicU64; CLOSE_CODES.len() + 2],
     refused: [AtomicU64; REFUSALS.len()],
     errors: [(OnceLock<&'static str>, AtomicU64); ERROR_SLOTS],
     write_batches: AtomicHistogram,
     broker: [BrokerOpStats; BrokerOp::ALL.len()],
     /// Publishes that stored a new message.
-    pub published: AtomicU64,
+    pub(crate) published: AtomicU64,
     /// Publishes answered as duplicates (idempotent retries).
-    pub duplicates: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     /// Messages returned by history reads (replayed or requested).
-    pub history_messages: AtomicU64,
+    pub(crate) history_messages: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -245,18 +245,18 @@ impl Default for Metrics {
 }
 
 /// Why an upgrade was refused before it became a connection (label values).
-pub const REFUSALS: [&str; 5] = ["rate", "connections", "origin", "auth", "name"];
+pub(crate) const REFUSALS: [&str; 5] = ["rate", "connections", "origin", "auth", "name"];
 
 impl Metrics {
     /// Counts an upgrade refused with an HTTP error; `reason` is one of [`REFUSALS`].
-    pub fn upgrade_refused(&self, reason: &str) {
+    pub(crate) fn upgrade_refused(&self, reason: &str) {
         if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
             self.refused[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Counts a finished connection by the close code it ended with.
-    pub fn connection_closed(&self, code: Option<u16>) {
+    pub(crate) fn connection_closed(&self, code: Option<u16>) {
         let slot = match code {
             None => CLOSE_CODES.len() + 1,
             Some(code) => {
@@ -267,7 +267,7 @@ impl Metrics {
     }
 
     /// Counts an `error` frame sent to a client.
-    pub fn error_frame(&self, code: ErrorCode) {
+    pub(crate) fn error_frame(&self, code: ErrorCode) {
         self.error_slot(code).fetch_add(1, Ordering::Relaxed);
     }
 
@@ -280,17 +280,17 @@ impl Metrics {
     }
 
     /// Records how many frames one socket flush carried.
-    pub fn write_batch(&self, frames: usize) {
+    pub(crate) fn write_batch(&self, frames: usize) {
         self.write_batches.observe(frames as u64);
     }
 
     /// The latency and error counters of one broker operation.
-    pub fn broker_op(&self, op: BrokerOp) -> &BrokerOpStats {
+    pub(crate) fn broker_op(&self, op: BrokerOp) -> &BrokerOpStats {
         &self.broker[op as usize]
     }
 
     /// Records a broker call's duration and outcome.
-    pub fn broker_call(&self, op: BrokerOp, elapsed: Duration, ok: bool) {
+    pub(crate) fn broker_call(&self, op: BrokerOp, elapsed: Duration, ok: bool) {
         let stats = self.broker_op(op);
         stats.latency.observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
         if !ok {
@@ -301,25 +301,25 @@ impl Metrics {
 
 /// Connection counters (exported as metrics).
 #[derive(Debug, Default)]
-pub struct ConnectionStats {
+pub(crate) struct ConnectionStats {
     /// Connections currently open.
-    pub open: AtomicU64,
+    pub(crate) open: AtomicU64,
     /// Connections accepted since start.
-    pub total: AtomicU64,
+    pub(crate) total: AtomicU64,
     /// Frames received from clients.
-    pub frames_in: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
     /// `error` frames sent to clients.
-    pub errors_out: AtomicU64,
+    pub(crate) errors_out: AtomicU64,
 }
 
 /// Adds one to a counter.
-pub fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `GET /metrics`: Prometheus text (0.0.4), or OpenMetrics when the scraper
 /// asks for it in `Accept`.
-pub async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> Response {
+pub(crate) async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> Response {
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -347,21 +347,21 @@ pub async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> Respons
 /// What a scrape reads: the node's counters, and the parts whose state it
 /// reports, taken from the node state when the request comes in.
 #[derive(Clone)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     /// This node's id (a label of `build_info`).
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Whether `/readyz` reports ready, at the request.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// The counters this module adds.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Connection counters.
-    pub stats: Arc<ConnectionStats>,
+    pub(crate) stats: Arc<ConnectionStats>,
     /// Rooms and fan-out counters.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Whether the bus is up.
-    pub broker: SharedBroker,
+    pub(crate) broker: SharedBroker,
     /// The Redis broker's counters, when clustered.
-    pub redis: Option<Arc<RedisBroker>>,
+    pub(crate) redis: Option<Arc<RedisBroker>>,
 }
 
 /// Reads every counter of the node at scrape time.

@@ -31,24 +31,24 @@ use crate::{
 
 /// Everything the node checks about a connection, from the config.
 #[derive(Debug)]
-pub struct Security {
+pub(crate) struct Security {
     /// Guests allowed, or tokens only.
-    pub mode: AuthMode,
+    pub(crate) mode: AuthMode,
     /// Checks tokens; `None` when no key is configured.
-    pub verifier: Option<Verifier>,
+    pub(crate) verifier: Option<Verifier>,
     /// Which rooms are private.
-    pub access: Access,
+    pub(crate) access: Access,
     /// Which pages may open a WebSocket.
-    pub origins: Origins,
+    pub(crate) origins: Origins,
     /// Per-IP connection counts and rates.
-    pub peers: Arc<PeerLimits>,
+    pub(crate) peers: Arc<PeerLimits>,
     /// Server API keys and their budgets.
-    pub api: ApiKeys,
+    pub(crate) api: ApiKeys,
     client_ip_header: Option<HeaderName>,
 }
 
 /// How a connection will be identified once upgraded.
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// Already known from the request (a verified URL token, or a guest name).
     Known(Identity),
     /// Token mode without a URL token: the first frame must be `auth`.
@@ -56,14 +56,14 @@ pub enum Credentials {
 }
 
 /// An admitted upgrade: its credentials and its place in its IP's count.
-pub struct Admission {
+pub(crate) struct Admission {
     pub(crate) credentials: Credentials,
     pub(crate) slot: PeerSlot,
 }
 
 /// Why an upgrade was refused; each becomes a plain HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// 429: the client IP is over a limit.
     Peer(PeerRefusal),
     /// 403: the page's origin is not allowed.
@@ -76,7 +76,7 @@ pub enum Refused {
 
 impl Refused {
     /// The `reason` label of the `upgrades_refused` metric.
-    pub fn metric_reason(&self) -> &'static str {
+    pub(crate) fn metric_reason(&self) -> &'static str {
         match self {
             Refused::Peer(PeerRefusal::TooFast) => "rate",
             Refused::Peer(PeerRefusal::TooManyConnections) => "connections",
@@ -123,7 +123,7 @@ impl IntoResponse for Refused {
 }
 
 /// Refuses configurations that could not admit anyone sensibly.
-pub fn check(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
     let has_key = config.jwt_secret.is_some() || config.jwt_public_key.is_some();
     if config.auth == AuthMode::Token && !has_key {
         anyhow::bail!("--auth token needs --jwt-secret or --jwt-public-key");
@@ -139,7 +139,7 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 
 impl Security {
     /// The policy the config describes.
-    pub fn from_config(config: &Config) -> Security {
+    pub(crate) fn from_config(config: &Config) -> Security {
         Security {
             mode: config.auth,
             verifier: Verifier::new(
@@ -162,7 +162,7 @@ impl Security {
     }
 
     /// A fresh frame budget for one connection.
-    pub fn frame_budget(config: &Config) -> FrameBudget {
+    pub(crate) fn frame_budget(config: &Config) -> FrameBudget {
         FrameBudget::new(
             config.rate_limit,
             config.rate_burst,
@@ -172,7 +172,7 @@ impl Security {
     }
 
     /// Decides an upgrade request. `Err` is the HTTP response refusing it.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         peer: SocketAddr,
         headers: &HeaderMap,

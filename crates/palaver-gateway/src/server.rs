@@ -49,7 +49,7 @@ async fn backend(
 
 /// The HTTP routes of a node: WebSocket, probes, metrics, the web chat, and
 /// the server API unless it has a listener of its own.
-pub fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<App>) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))

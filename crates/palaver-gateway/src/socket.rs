@@ -11,14 +11,14 @@ use tokio::time::timeout;
 /// The upgraded socket, boxed once at the upgrade: passed by value through
 /// several async fns, an inline `WebSocket` (~600 bytes of protocol state)
 /// would be stored again in each one's state for the connection's lifetime.
-pub type Socket = Box<WebSocket>;
+pub(crate) type Socket = Box<WebSocket>;
 
 /// Longest wait for the peer's close reply after our close frame.
-pub const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Closes a socket that never became a connection, waiting briefly for the
 /// peer's close reply so the close frame is not lost.
-pub async fn close(mut socket: Socket, code: CloseCode, reason: &'static str) {
+pub(crate) async fn close(mut socket: Socket, code: CloseCode, reason: &'static str) {
     let close = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(reason) };
     if timeout(LINGER, socket.send(Message::Close(Some(close)))).await.is_err() {
         return;
@@ -30,7 +30,7 @@ pub async fn close(mut socket: Socket, code: CloseCode, reason: &'static str) {
 /// discarding) until the peer's close or EOF, bounded by `limit`. Dropping the
 /// socket earlier would make the kernel answer the peer's late frames (a
 /// pong) with a reset, which destroys the close frame before the peer reads it.
-pub async fn linger<S>(mut stream: S, limit: Duration)
+pub(crate) async fn linger<S>(mut stream: S, limit: Duration)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {

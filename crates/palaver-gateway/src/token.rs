@@ -29,11 +29,11 @@ use crate::{
 };
 
 /// Longest token accepted, in bytes (a claim granting many rooms stays well below).
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Who may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuthMode {
+pub(crate) enum AuthMode {
     /// Nicknames from `?name=`; tokens too when a key is configured (guests' names get `~`).
     Guest,
     /// Every connection needs a valid token; no guests.
@@ -42,11 +42,11 @@ pub enum AuthMode {
 
 /// A shared secret from the config; never printed.
 #[derive(Clone)]
-pub struct Secret(Arc<str>);
+pub(crate) struct Secret(Arc<str>);
 
 impl Secret {
     /// The secret's bytes.
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
 }
@@ -69,7 +69,7 @@ impl fmt::Debug for Secret {
 
 /// A public key read from a PEM file at startup (RSA, EC or Ed25519).
 #[derive(Clone)]
-pub struct PublicKey {
+pub(crate) struct PublicKey {
     key: DecodingKey,
     family: AlgorithmFamily,
     path: PathBuf,
@@ -77,7 +77,7 @@ pub struct PublicKey {
 
 impl PublicKey {
     /// Reads and parses the PEM file; the key's type decides the algorithms accepted.
-    pub fn load(path: &str) -> Result<PublicKey, String> {
+    pub(crate) fn load(path: &str) -> Result<PublicKey, String> {
         let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
         let parsed = [
             (AlgorithmFamily::Rsa, DecodingKey::from_rsa_pem(&pem)),
@@ -100,32 +100,32 @@ impl fmt::Debug for PublicKey {
 
 /// The claims Palaver reads from, and writes into, a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The user's stable id (logged; not shown to others).
-    pub sub: String,
+    pub(crate) sub: String,
     /// Display name, validated as a user name; `sub` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
+    pub(crate) exp: u64,
     /// Issue time, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
+    pub(crate) iat: Option<u64>,
     /// Audience (string or list), checked against `--jwt-audience`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<serde_json::Value>,
+    pub(crate) aud: Option<serde_json::Value>,
     /// Issuer, checked against `--jwt-issuer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub(crate) iss: Option<String>,
     /// Room names or patterns (`team-*`, `*`) this user may enter when private.
     #[serde(default)]
-    pub rooms: Vec<String>,
+    pub(crate) rooms: Vec<String>,
 }
 
 /// Why a connection was not authenticated. The `Display` text is the HTTP 401
 /// body; [`AuthError::reason`] is the (short) close reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// No token was given (in token mode), or the first frame was not `auth`.
     #[error("authentication required: give ?token= or send an auth frame first")]
     Missing,
@@ -166,7 +166,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// The reason sent with close code 4001 (at most 123 bytes).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "authentication required",
             AuthError::TimedOut => "authentication timed out",
@@ -185,7 +185,7 @@ impl AuthError {
 }
 
 /// Checks tokens against the node's keys and turns them into identities.
-pub struct Verifier {
+pub(crate) struct Verifier {
     keys: Vec<(DecodingKey, Validation)>,
     leeway: Duration,
 }
@@ -200,7 +200,7 @@ impl fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier for the configured keys; `None` when there are none.
     /// `leeway` is the clock skew tolerated on `exp` and `nbf`.
-    pub fn new(
+    pub(crate) fn new(
         secret: Option<&Secret>,
         public: Option<&PublicKey>,
         audience: Option<&str>,
@@ -237,7 +237,7 @@ impl Verifier {
     }
 
     /// Verifies a token and derives the connection's identity from its claims.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
@@ -271,19 +271,19 @@ impl Verifier {
 }
 
 /// A key to sign tokens with, for `palaver token` and tests.
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     key: EncodingKey,
     algorithm: Algorithm,
 }
 
 impl SigningKey {
     /// HS256 with a shared secret.
-    pub fn secret(secret: &Secret) -> SigningKey {
+    pub(crate) fn secret(secret: &Secret) -> SigningKey {
         SigningKey { key: EncodingKey::from_secret(secret.expose()), algorithm: Algorithm::HS256 }
     }
 
     /// A private key in PEM form: RSA signs RS256, EC (P-256) ES256, Ed25519 EdDSA.
-    pub fn from_pem(pem: &[u8]) -> Result<SigningKey, String> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<SigningKey, String> {
         let parsed = [
             (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)),
             (Algorithm::ES256, EncodingKey::from_ec_pem(pem)),
@@ -296,14 +296,14 @@ impl SigningKey {
     }
 
     /// Signs the claims.
-    pub fn sign(&self, claims: &Claims) -> Result<String, String> {
+    pub(crate) fn sign(&self, claims: &Claims) -> Result<String, String> {
         jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
             .map_err(|e| format!("cannot sign the token: {e}"))
     }
 }
 
 /// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -44,14 +44,14 @@ struct PublishRequest {
 
 /// What a publish did.
 #[derive(Debug, Serialize)]
-pub struct PublishReply {
+pub(crate) struct PublishReply {
     epoch: Epoch,
     seq: Seq,
     duplicate: bool,
 }
 
 /// `POST /api/v1/rooms/{room}/messages`.
-pub async fn publish(
+pub(crate) async fn publish(
     State(app): State<Arc<App>>,
     room: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -90,7 +90,7 @@ pub async fn publish(
 
 /// A page of history, as the WebSocket `history` reply has it.
 #[derive(Debug, Serialize)]
-pub struct HistoryReply {
+pub(crate) struct HistoryReply {
     room: RoomName,
     epoch: Epoch,
     messages: Vec<StoredMessage>,
@@ -98,7 +98,7 @@ pub struct HistoryReply {
 }
 
 /// `GET /api/v1/rooms/{room}/history?before=|after=&limit=`.
-pub async fn history(
+pub(crate) async fn history(
     State(app): State<Arc<App>>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -127,7 +127,7 @@ pub async fn history(
 
 /// A page of a room's members.
 #[derive(Debug, Serialize)]
-pub struct MembersReply {
+pub(crate) struct MembersReply {
     room: RoomName,
     members: Vec<UserName>,
     more: bool,
@@ -135,7 +135,7 @@ pub struct MembersReply {
 
 /// `GET /api/v1/rooms/{room}/members?after=&limit=`: users present on any
 /// node, ascending, after the cursor `after` (a user name).
-pub async fn members(
+pub(crate) async fn members(
     State(app): State<Arc<App>>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -155,21 +155,21 @@ pub async fn members(
 
 /// One active room.
 #[derive(Debug, Serialize)]
-pub struct RoomEntry {
+pub(crate) struct RoomEntry {
     room: RoomName,
     members: u64,
 }
 
 /// A page of active rooms.
 #[derive(Debug, Serialize)]
-pub struct RoomsReply {
+pub(crate) struct RoomsReply {
     rooms: Vec<RoomEntry>,
     more: bool,
 }
 
 /// `GET /api/v1/rooms?after=&limit=`: rooms with members on any node,
 /// ascending by name, with their cluster-wide member counts.
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<RoomsReply>, ApiError> {

@@ -16,7 +16,7 @@ use crate::{app::App, directory};
 
 /// The cluster's totals.
 #[derive(Debug, Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Live nodes.
     nodes: u64,
     /// WebSocket connections on all of them.
@@ -27,7 +27,7 @@ pub struct Totals {
 
 /// The stats answer.
 #[derive(Debug, Serialize)]
-pub struct StatsReply {
+pub(crate) struct StatsReply {
     /// The node that answered.
     node: String,
     cluster: Totals,
@@ -36,7 +36,7 @@ pub struct StatsReply {
 }
 
 /// `GET /api/v1/stats`.
-pub async fn stats(State(app): State<Arc<App>>) -> Result<Json<StatsReply>, ApiError> {
+pub(crate) async fn stats(State(app): State<Arc<App>>) -> Result<Json<StatsReply>, ApiError> {
     let cluster = app.broker.nodes().await?;
     let mut nodes = cluster.nodes;
     let local = directory::local_report(&app.reporter());

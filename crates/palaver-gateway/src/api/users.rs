@@ -33,7 +33,7 @@ struct DisconnectRequest {
 
 /// What a disconnect did.
 #[derive(Debug, Serialize)]
-pub struct DisconnectReply {
+pub(crate) struct DisconnectReply {
     user: UserName,
     /// Nodes that received the order (each closes its own connections of the user).
     nodes: u64,
@@ -46,7 +46,7 @@ fn allowed(code: u64) -> bool {
 }
 
 /// `POST /api/v1/users/{user}/disconnect`.
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     State(app): State<Arc<App>>,
     user: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
