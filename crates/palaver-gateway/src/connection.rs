@@ -31,7 +31,7 @@ use crate::{
     ratelimit::{Verdict, frame_reference},
     security::Security,
     session::Session,
-    socket::{LINGER, Socket, linger},
+    socket::{ABNORMAL, LINGER, Socket, linger},
 };
 
 /// Frames written per flush at most, so one busy client cannot starve pings.
@@ -148,7 +148,12 @@ async fn read_pump(
                 return None;
             }
             Some(Err(e)) => {
-                let code = close_code_for(e);
+                let Some(code) = close_code_for(e) else {
+                    // Not a protocol violation, and no one to send a close frame to.
+                    tracing::info!("connection reset without a closing handshake");
+                    client.close_with(ABNORMAL);
+                    return None;
+                };
                 tracing::info!(code = code.code(), "read failed; closing");
                 client.close(code);
                 return Some(stream);
@@ -168,11 +173,15 @@ async fn read_pump(
     }
 }
 
-/// Maps a read error to the close code the client gets.
-fn close_code_for(error: axum::Error) -> CloseCode {
-    use tungstenite::error::{CapacityError, Error};
-    match error.into_inner().downcast::<Error>() {
+/// Maps a read error to the close code the client gets; `None` when the
+/// peer vanished (a TCP reset, or EOF without a close frame).
+fn close_code_for(error: axum::Error) -> Option<CloseCode> {
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+    Some(match error.into_inner().downcast::<Error>() {
         Ok(e) => match *e {
+            Error::Io(_) | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return None;
+            }
             Error::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::TooBig,
             Error::Capacity(_) => CloseCode::TooBig,
             Error::Utf8(_) => CloseCode::InvalidPayload,
@@ -180,7 +189,7 @@ fn close_code_for(error: axum::Error) -> CloseCode {
             _ => CloseCode::Normal,
         },
         Err(_) => CloseCode::Normal,
-    }
+    })
 }
 
 /// Drains the client's queue into the socket until the client closes, then
@@ -254,6 +263,9 @@ async fn close_socket(
 ) {
     let write_timeout = app.config.write_timeout;
     let code = client.close_code().unwrap_or(CloseCode::GoingAway.code());
+    if code == ABNORMAL {
+        return; // the peer is gone: nothing to drain, and 1006 is never sent
+    }
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
         while let Some(frame) = outbox.try_recv() {

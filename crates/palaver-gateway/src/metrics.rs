@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -35,30 +35,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::socket::ABNORMAL;
+
 /// Close codes with their own label value; anything else is `other`.
 const CLOSE_CODES: [CloseCode; CloseCode::ALL.len()] = CloseCode::ALL;
-/// Slots for error codes, indexed by the enum's discriminant; the last one
-/// collects any code past the others (there are 16 today).
-const ERROR_SLOTS: usize = 32;
-/// Error codes exported as zeros before they first happen, so rates work from the start.
-const KNOWN_ERRORS: [ErrorCode; 16] = [
-    ErrorCode::BadJson,
-    ErrorCode::UnknownType,
-    ErrorCode::MissingField,
-    ErrorCode::InvalidField,
-    ErrorCode::BinaryNotSupported,
-    ErrorCode::InvalidRoom,
-    ErrorCode::InvalidId,
-    ErrorCode::EmptyText,
-    ErrorCode::TextTooLong,
-    ErrorCode::NotJoined,
-    ErrorCode::TooManyRooms,
-    ErrorCode::RoomFull,
-    ErrorCode::RateLimited,
-    ErrorCode::Forbidden,
-    ErrorCode::Unavailable,
-    ErrorCode::Internal,
-];
 /// Upper bounds of the write-batch histogram, in frames. A connection
 /// flushes at most 64 frames at once, so the `+Inf` bucket above 63 holds
 /// exactly the full batches: clients whose queue was at least that deep.
@@ -209,9 +189,10 @@ pub(crate) struct BrokerOpStats {
 /// elsewhere and are read at scrape time). One per node, in an `Arc`.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    closes: [AtomicU64; CLOSE_CODES.len() + 2],
-    refused: [AtomicU64; REFUSALS.len()],
-    errors: [(OnceLock<&'static str>, AtomicU64); ERROR_SLOTS],
+    /// One per close code, then `1006` (the peer vanished), `other`, `none`.
+    closes: [AtomicU64; CLOSE_CODES.len() + 3],
+    refused: [AtomicU64; Refusal::ALL.len()],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
     write_batches: AtomicHistogram,
     broker: [BrokerOpStats; BrokerOp::ALL.len()],
     /// Publishes that stored a new message.
@@ -224,10 +205,10 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let metrics = Metrics {
+        Metrics {
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
-            errors: std::array::from_fn(|_| (OnceLock::new(), AtomicU64::new(0))),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
             write_batches: AtomicHistogram::new(&BATCH_BOUNDS),
             broker: std::array::from_fn(|_| BrokerOpStats {
                 latency: AtomicHistogram::new(&LATENCY_BOUNDS_US),
@@ -236,31 +217,56 @@ impl Default for Metrics {
             published: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             history_messages: AtomicU64::new(0),
-        };
-        for code in KNOWN_ERRORS {
-            metrics.error_slot(code);
         }
-        metrics
     }
 }
 
-/// Why an upgrade was refused before it became a connection (label values).
-pub(crate) const REFUSALS: [&str; 5] = ["rate", "connections", "origin", "auth", "name"];
+/// Why an upgrade was refused before it became a connection (the `reason`
+/// label of `upgrades_refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 429: the client IP opens connections too fast.
+    Rate,
+    /// 429: the client IP holds too many connections.
+    Connections,
+    /// 403: the page's origin is not allowed.
+    Origin,
+    /// 401: the URL token is invalid or expired.
+    Auth,
+    /// 400: the guest name breaks the rules.
+    Name,
+}
+
+impl Refusal {
+    /// Every reason, in label order: `Refusal::ALL[r as usize] == r`.
+    pub(crate) const ALL: [Refusal; 5] =
+        [Refusal::Rate, Refusal::Connections, Refusal::Origin, Refusal::Auth, Refusal::Name];
+
+    /// The `reason` label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Rate => "rate",
+            Refusal::Connections => "connections",
+            Refusal::Origin => "origin",
+            Refusal::Auth => "auth",
+            Refusal::Name => "name",
+        }
+    }
+}
 
 impl Metrics {
-    /// Counts an upgrade refused with an HTTP error; `reason` is one of [`REFUSALS`].
-    pub(crate) fn upgrade_refused(&self, reason: &str) {
-        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
-            self.refused[i].fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts an upgrade refused with an HTTP error.
+    pub(crate) fn upgrade_refused(&self, reason: Refusal) {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a finished connection by the close code it ended with.
     pub(crate) fn connection_closed(&self, code: Option<u16>) {
         let slot = match code {
-            None => CLOSE_CODES.len() + 1,
+            None => CLOSE_CODES.len() + 2,
+            Some(ABNORMAL) => CLOSE_CODES.len(),
             Some(code) => {
-                CLOSE_CODES.iter().position(|c| c.code() == code).unwrap_or(CLOSE_CODES.len())
+                CLOSE_CODES.iter().position(|c| c.code() == code).unwrap_or(CLOSE_CODES.len() + 1)
             }
         };
         self.closes[slot].fetch_add(1, Ordering::Relaxed);
@@ -268,15 +274,8 @@ impl Metrics {
 
     /// Counts an `error` frame sent to a client.
     pub(crate) fn error_frame(&self, code: ErrorCode) {
-        self.error_slot(code).fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn error_slot(&self, code: ErrorCode) -> &AtomicU64 {
-        // Fieldless enum: the discriminant is a dense index. A code past the
-        // table shares the last slot (and its first name) rather than panic.
-        let (name, counter) = &self.errors[(code as usize).min(ERROR_SLOTS - 1)];
-        name.get_or_init(|| code.as_str());
-        counter
+        // `ErrorCode::ALL[c as usize] == c` (a protocol test checks it).
+        self.errors[code as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how many frames one socket flush carried.
@@ -308,8 +307,6 @@ pub(crate) struct ConnectionStats {
     pub(crate) total: AtomicU64,
     /// Frames received from clients.
     pub(crate) frames_in: AtomicU64,
-    /// `error` frames sent to clients.
-    pub(crate) errors_out: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -433,10 +430,11 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            let labels = CLOSE_CODES
-                .iter()
-                .map(|c| c.code().to_string())
-                .chain(["other".to_owned(), "none".to_owned()]);
+            let labels = CLOSE_CODES.iter().map(|c| c.code().to_string()).chain([
+                ABNORMAL.to_string(),
+                "other".to_owned(),
+                "none".to_owned(),
+            ]);
             for (label, count) in labels.zip(&metrics.closes) {
                 let labels = [("code", label.as_str())];
                 ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
@@ -449,8 +447,8 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (reason, count) in REFUSALS.iter().zip(&metrics.refused) {
-                let labels = [("reason", *reason)];
+            for (reason, count) in Refusal::ALL.iter().zip(&metrics.refused) {
+                let labels = [("reason", reason.as_str())];
                 ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -475,17 +473,16 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (name, count) in &metrics.errors {
-                if let Some(name) = name.get() {
-                    let labels = [("code", *name)];
-                    ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
-                }
+            // Every code, zeros included, so rates work from the start.
+            for (code, count) in ErrorCode::ALL.iter().zip(&metrics.errors) {
+                let labels = [("code", code.as_str())];
+                ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
             }
         }
         counter(
             &mut e,
             "messages_published",
-            "Messages this node's clients published (new ones; duplicates excluded).",
+            "Messages published through this node, by its clients and its server API (new ones; duplicates excluded).",
             get(&metrics.published),
         )?;
         counter(
@@ -498,7 +495,7 @@ impl Collector for NodeCollector {
         counter(
             &mut e,
             "hub_messages",
-            "Events (messages and presence) fanned out by this node's hub, once per event.",
+            "Messages fanned out by this node's hub, once per message (presence and typing are not counted).",
             HubStats::get(&hub.messages),
         )?;
         counter(
@@ -591,12 +588,8 @@ impl Collector for NodeCollector {
                     "Pub/sub connections re-established after a loss.",
                     s.reconnects,
                 ),
-                (
-                    "redis_publishes",
-                    "Messages sequenced and published through Redis by this node.",
-                    s.publishes,
-                ),
-                ("redis_duplicates", "Publishes Redis answered as duplicates.", s.duplicates),
+                // Publishes and duplicates are counted once, for both brokers:
+                // messages_published and messages_duplicate.
                 (
                     "redis_publish_batches",
                     "Publish script calls (publishes share calls under load).",
@@ -665,15 +658,24 @@ mod tests {
         m.connection_closed(Some(1001));
         m.connection_closed(Some(4321));
         m.connection_closed(None);
+        m.connection_closed(Some(ABNORMAL));
+        m.connection_closed(Some(ABNORMAL));
         let counts: Vec<u64> = m.closes.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         assert_eq!(counts[1], 2);
-        assert_eq!(counts[CLOSE_CODES.len()], 1);
+        assert_eq!(counts[2], 0, "a reset is not 1002");
+        assert_eq!(counts[CLOSE_CODES.len()], 2);
         assert_eq!(counts[CLOSE_CODES.len() + 1], 1);
+        assert_eq!(counts[CLOSE_CODES.len() + 2], 1);
+
+        for (i, reason) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?} out of place");
+        }
+        m.upgrade_refused(Refusal::Origin);
+        assert_eq!(m.refused[Refusal::Origin as usize].load(Ordering::Relaxed), 1);
 
         m.error_frame(ErrorCode::NotJoined);
-        for code in KNOWN_ERRORS {
-            let (name, count) = &m.errors[code as usize];
-            assert_eq!(name.get(), Some(&code.as_str()), "every known code has its own slot");
+        for code in ErrorCode::ALL {
+            let count = &m.errors[code as usize];
             let expected = u64::from(code == ErrorCode::NotJoined);
             assert_eq!(count.load(Ordering::Relaxed), expected);
         }

@@ -24,6 +24,7 @@ use crate::{
     api::keys::ApiKeys,
     config::Config,
     identity::{self, Identity},
+    metrics::Refusal,
     origin::Origins,
     ratelimit::{FrameBudget, PeerLimits, PeerRefusal, PeerSlot},
     token::{AuthError, AuthMode, Verifier},
@@ -76,13 +77,13 @@ pub(crate) enum Refused {
 
 impl Refused {
     /// The `reason` label of the `upgrades_refused` metric.
-    pub(crate) fn metric_reason(&self) -> &'static str {
+    pub(crate) fn metric_reason(&self) -> Refusal {
         match self {
-            Refused::Peer(PeerRefusal::TooFast) => "rate",
-            Refused::Peer(PeerRefusal::TooManyConnections) => "connections",
-            Refused::Origin => "origin",
-            Refused::Auth(_) => "auth",
-            Refused::Name(_) => "name",
+            Refused::Peer(PeerRefusal::TooFast) => Refusal::Rate,
+            Refused::Peer(PeerRefusal::TooManyConnections) => Refusal::Connections,
+            Refused::Origin => Refusal::Origin,
+            Refused::Auth(_) => Refusal::Auth,
+            Refused::Name(_) => Refusal::Name,
         }
     }
 }

@@ -108,7 +108,6 @@ impl Session {
         message: impl Into<String>,
         reference: Option<String>,
     ) {
-        bump(&self.app.stats.errors_out);
         self.app.metrics.error_frame(code);
         self.reply(ServerFrame::error(code, message, reference)).await;
     }

@@ -13,6 +13,12 @@ use tokio::time::timeout;
 /// would be stored again in each one's state for the connection's lifetime.
 pub(crate) type Socket = Box<WebSocket>;
 
+/// The close code recorded, never sent (RFC 6455 §7.4.1 reserves it), for a
+/// connection whose peer vanished without a closing handshake: a TCP reset,
+/// or EOF without a close frame. Counted apart from 1002, which is for
+/// clients that break the protocol.
+pub(crate) const ABNORMAL: u16 = 1006;
+
 /// Longest wait for the peer's close reply after our close frame.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
