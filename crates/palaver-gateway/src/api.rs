@@ -38,7 +38,7 @@ use self::{
     error::{ApiCode, ApiError},
     keys::Denied,
 };
-use crate::app::App;
+use crate::node::Node;
 
 /// Where the API lives.
 pub(crate) const PREFIX: &str = "/api/v1";
@@ -63,7 +63,7 @@ pub(crate) const ROUTES: [(&str, &str); 6] = [
 /// The unauthenticated route: the spec itself.
 pub(crate) const SPEC_ROUTE: (&str, &str) = ("get", "/openapi.yaml");
 
-fn handler(route: (&str, &str)) -> MethodRouter<Arc<App>> {
+fn handler(route: (&str, &str)) -> MethodRouter<Arc<Node>> {
     match route {
         ("post", "/rooms/{room}/messages") => post(rooms::publish),
         ("get", "/rooms/{room}/history") => get(rooms::history),
@@ -77,7 +77,7 @@ fn handler(route: (&str, &str)) -> MethodRouter<Arc<App>> {
 
 /// The API's routes, nested under [`PREFIX`], or `None` when no key is
 /// configured (the API is off).
-pub(crate) fn routes(app: &Arc<App>) -> Option<Router<Arc<App>>> {
+pub(crate) fn routes(app: &Arc<Node>) -> Option<Router<Arc<Node>>> {
     if !app.security.api.enabled() {
         return None;
     }
@@ -101,7 +101,7 @@ async fn spec() -> Response {
 }
 
 /// Lets a request through only with a configured key within its budget.
-async fn authorize(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn authorize(State(app): State<Arc<Node>>, request: Request, next: Next) -> Response {
     match app.security.api.admit(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(Denied::Unauthorized) => {

@@ -9,8 +9,8 @@ use palaver_protocol::{ClientFrame, CloseCode, Limits};
 use tokio::time::{Instant, timeout_at};
 
 use crate::{
-    app::App,
     identity::Identity,
+    node::Node,
     security::{Admission, Credentials},
     socket::{self, Socket},
     token::{AuthError, Verifier},
@@ -18,7 +18,7 @@ use crate::{
 
 /// Serves an admitted, upgraded socket: authenticates it by its first frame
 /// if needed, then runs the connection. The IP slot is held throughout.
-pub(crate) async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
+pub(crate) async fn serve(mut socket: Socket, app: Arc<Node>, admission: Admission) {
     let Admission { credentials, slot } = admission;
     let identity = match credentials {
         Credentials::Known(identity) => identity,

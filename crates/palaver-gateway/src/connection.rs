@@ -25,9 +25,9 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
-    app::App,
     identity::{Identity, new_session_id},
     metrics::{Metrics, bump},
+    node::Node,
     ratelimit::{Verdict, frame_reference},
     security::Security,
     session::Session,
@@ -38,7 +38,7 @@ use crate::{
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded, authenticated socket until it closes.
-pub(crate) async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
+pub(crate) async fn serve(socket: Socket, app: Arc<Node>, identity: Identity) {
     let session_id = new_session_id();
     let Identity { user, grants, expires, .. } = identity;
     let span =
@@ -80,7 +80,7 @@ async fn read_pump(
     mut stream: SplitStream<Socket>,
     session: &mut Session,
     client: &Client,
-    app: &App,
+    app: &Node,
     expires: Option<SystemTime>,
 ) -> Option<SplitStream<Socket>> {
     let deadline = app.config.read_deadline;
@@ -198,7 +198,7 @@ async fn write_pump(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
     client: Arc<Client>,
-    app: Arc<App>,
+    app: Arc<Node>,
 ) {
     let write_timeout = app.config.write_timeout;
     let write_delay = app.config.write_delay;
@@ -259,7 +259,7 @@ async fn close_socket(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
     client: &Client,
-    app: &App,
+    app: &Node,
 ) {
     let write_timeout = app.config.write_timeout;
     let code = client.close_code().unwrap_or(CloseCode::GoingAway.code());

@@ -15,9 +15,9 @@ use palaver_hub::Hub;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{App, Backend},
     config::Config,
     inbox::HubInbox,
+    node::{Backend, Node},
     registry::Registry,
     web,
 };
@@ -49,7 +49,7 @@ async fn backend(
 
 /// The HTTP routes of a node: WebSocket, probes, metrics, the web chat, and
 /// the server API unless it has a listener of its own.
-pub(crate) fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<Node>) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
@@ -64,12 +64,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 }
 
 /// The routes of the `--api-listen` listener: the server API and `/healthz`.
-fn api_router(app: Arc<App>) -> Option<Router> {
+fn api_router(app: Arc<Node>) -> Option<Router> {
     let api = crate::api::routes(&app)?;
     Some(api.route("/healthz", get(|| async { "ok" })).with_state(app))
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+async fn readyz(State(app): State<Arc<Node>>) -> Response {
     if app.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -78,7 +78,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn upgrade(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -143,7 +143,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let app = Arc::new(App::new(config, node_id.clone(), hub, registry, backend));
+    let app = Arc::new(Node::new(config, node_id.clone(), hub, registry, backend));
     // The line tests and scripts wait for; keep its shape (` api=` is added
     // only with --api-listen).
     match &api_listener {

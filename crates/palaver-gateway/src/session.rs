@@ -22,7 +22,7 @@ use palaver_protocol::{
 };
 use tracing::Instrument;
 
-use crate::{access::RoomPatterns, app::App, metrics::bump};
+use crate::{access::RoomPatterns, metrics::bump, node::Node};
 
 /// Messages read from history per round trip while catching up.
 const CATCH_UP_PAGE: u32 = 200;
@@ -31,7 +31,7 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One connection's rooms and request handling.
 pub(crate) struct Session {
-    app: Arc<App>,
+    app: Arc<Node>,
     client: Arc<Client>,
     rooms: HashMap<RoomName, Arc<Membership>>,
     last_typing: HashMap<RoomName, Instant>,
@@ -64,7 +64,7 @@ impl From<BrokerError> for Refusal {
 
 impl Session {
     /// A session for a freshly accepted client.
-    pub(crate) fn new(app: Arc<App>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
+    pub(crate) fn new(app: Arc<Node>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
         Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new(), grants }
     }
 

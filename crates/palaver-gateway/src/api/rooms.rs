@@ -27,7 +27,7 @@ use super::{
     error::{ApiCode, ApiError},
     input::{self, Params},
 };
-use crate::{app::App, identity::SYSTEM_USER};
+use crate::{identity::SYSTEM_USER, node::Node};
 
 /// Default and largest page of `members` and `rooms`.
 const PAGE: u32 = 100;
@@ -52,7 +52,7 @@ pub(crate) struct PublishReply {
 
 /// `POST /api/v1/rooms/{room}/messages`.
 pub(crate) async fn publish(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     room: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReply>, ApiError> {
@@ -99,7 +99,7 @@ pub(crate) struct HistoryReply {
 
 /// `GET /api/v1/rooms/{room}/history?before=|after=&limit=`.
 pub(crate) async fn history(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<HistoryReply>, ApiError> {
@@ -136,7 +136,7 @@ pub(crate) struct MembersReply {
 /// `GET /api/v1/rooms/{room}/members?after=&limit=`: users present on any
 /// node, ascending, after the cursor `after` (a user name).
 pub(crate) async fn members(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<MembersReply>, ApiError> {
@@ -170,7 +170,7 @@ pub(crate) struct RoomsReply {
 /// `GET /api/v1/rooms?after=&limit=`: rooms with members on any node,
 /// ascending by name, with their cluster-wide member counts.
 pub(crate) async fn list(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<RoomsReply>, ApiError> {
     let params = Params::new(query)?;

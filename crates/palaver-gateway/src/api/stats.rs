@@ -12,7 +12,7 @@ use palaver_broker::NodeReport;
 use serde::Serialize;
 
 use super::error::ApiError;
-use crate::{app::App, directory};
+use crate::{directory, node::Node};
 
 /// The cluster's totals.
 #[derive(Debug, Serialize)]
@@ -36,7 +36,7 @@ pub(crate) struct StatsReply {
 }
 
 /// `GET /api/v1/stats`.
-pub(crate) async fn stats(State(app): State<Arc<App>>) -> Result<Json<StatsReply>, ApiError> {
+pub(crate) async fn stats(State(app): State<Arc<Node>>) -> Result<Json<StatsReply>, ApiError> {
     let cluster = app.broker.nodes().await?;
     let mut nodes = cluster.nodes;
     let local = directory::local_report(&app.reporter());

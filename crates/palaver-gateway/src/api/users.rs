@@ -19,7 +19,7 @@ use palaver_protocol::{CloseCode, ErrorCode, UserName, client::clean_text};
 use serde::{Deserialize, Serialize};
 
 use super::{error::ApiError, input};
-use crate::app::App;
+use crate::node::Node;
 
 /// Longest close reason: a close frame's payload is 125 bytes, two of them the code.
 const MAX_REASON: usize = 123;
@@ -47,7 +47,7 @@ fn allowed(code: u64) -> bool {
 
 /// `POST /api/v1/users/{user}/disconnect`.
 pub(crate) async fn disconnect(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     user: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DisconnectReply>, ApiError> {

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
-pub(crate) struct App {
+pub(crate) struct Node {
     /// The node's configuration.
     pub(crate) config: Config,
     /// This node's id.
@@ -59,7 +59,7 @@ pub(crate) struct Backend {
     pub(crate) redis: Option<Arc<RedisBroker>>,
 }
 
-impl App {
+impl Node {
     /// Builds the node state.
     pub(crate) fn new(
         config: Config,
@@ -73,7 +73,7 @@ impl App {
             ClientConfig { queue_frames: config.queue_frames, queue_bytes: config.queue_bytes };
         let metrics = Arc::new(Metrics::default());
         let security = Security::from_config(&config);
-        App {
+        Node {
             config,
             node_id,
             hub,
@@ -114,8 +114,8 @@ impl App {
 }
 
 /// `/metrics` reads only its counters and a few states, not the whole node.
-impl FromRef<Arc<App>> for Scrape {
-    fn from_ref(app: &Arc<App>) -> Scrape {
+impl FromRef<Arc<Node>> for Scrape {
+    fn from_ref(app: &Arc<Node>) -> Scrape {
         Scrape {
             node_id: app.node_id.clone(),
             ready: app.is_ready(),
