@@ -19,6 +19,7 @@ pub(crate) mod error;
 pub(crate) mod input;
 pub(crate) mod keys;
 pub(crate) mod rooms;
+pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod users;
 

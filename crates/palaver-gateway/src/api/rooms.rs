@@ -5,8 +5,6 @@
 //!
 //! The API is trusted (it holds a key): private rooms are open to it.
 
-use std::sync::Arc;
-
 use axum::{
     Json,
     body::Bytes,
@@ -26,8 +24,9 @@ use tracing::Instrument;
 use super::{
     error::{ApiCode, ApiError},
     input::{self, Params},
+    state::Api,
 };
-use crate::{identity::SYSTEM_USER, node::Node};
+use crate::identity::SYSTEM_USER;
 
 /// Default and largest page of `members` and `rooms`.
 const PAGE: u32 = 100;
@@ -52,7 +51,7 @@ pub(crate) struct PublishReply {
 
 /// `POST /api/v1/rooms/{room}/messages`.
 pub(crate) async fn publish(
-    State(app): State<Arc<Node>>,
+    State(app): State<Api>,
     room: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReply>, ApiError> {
@@ -99,7 +98,7 @@ pub(crate) struct HistoryReply {
 
 /// `GET /api/v1/rooms/{room}/history?before=|after=&limit=`.
 pub(crate) async fn history(
-    State(app): State<Arc<Node>>,
+    State(app): State<Api>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<HistoryReply>, ApiError> {
@@ -136,7 +135,7 @@ pub(crate) struct MembersReply {
 /// `GET /api/v1/rooms/{room}/members?after=&limit=`: users present on any
 /// node, ascending, after the cursor `after` (a user name).
 pub(crate) async fn members(
-    State(app): State<Arc<Node>>,
+    State(app): State<Api>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<MembersReply>, ApiError> {
@@ -170,7 +169,7 @@ pub(crate) struct RoomsReply {
 /// `GET /api/v1/rooms?after=&limit=`: rooms with members on any node,
 /// ascending by name, with their cluster-wide member counts.
 pub(crate) async fn list(
-    State(app): State<Arc<Node>>,
+    State(app): State<Api>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<RoomsReply>, ApiError> {
     let params = Params::new(query)?;

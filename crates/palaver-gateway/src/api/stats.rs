@@ -5,14 +5,12 @@
 //! numbers, so a single node is always exact and others are at most one
 //! report old.
 
-use std::sync::Arc;
-
 use axum::{Json, extract::State};
 use palaver_broker::NodeReport;
 use serde::Serialize;
 
-use super::error::ApiError;
-use crate::{directory, node::Node};
+use super::{error::ApiError, state::Api};
+use crate::directory;
 
 /// The cluster's totals.
 #[derive(Debug, Serialize)]
@@ -36,10 +34,10 @@ pub(crate) struct StatsReply {
 }
 
 /// `GET /api/v1/stats`.
-pub(crate) async fn stats(State(app): State<Arc<Node>>) -> Result<Json<StatsReply>, ApiError> {
+pub(crate) async fn stats(State(app): State<Api>) -> Result<Json<StatsReply>, ApiError> {
     let cluster = app.broker.nodes().await?;
     let mut nodes = cluster.nodes;
-    let local = directory::local_report(&app.reporter());
+    let local = directory::local_report(&app.reporter);
     nodes.retain(|n| n.node != local.node);
     nodes.push(local);
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -48,5 +46,5 @@ pub(crate) async fn stats(State(app): State<Arc<Node>>) -> Result<Json<StatsRepl
         connections: nodes.iter().map(|n| n.connections).sum(),
         rooms: cluster.rooms,
     };
-    Ok(Json(StatsReply { node: app.node_id.clone(), cluster, nodes }))
+    Ok(Json(StatsReply { node: app.reporter.node_id.clone(), cluster, nodes }))
 }
