@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
@@ -25,26 +25,20 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
-    app::{App, bump},
     identity::{Identity, new_session_id},
-    metrics::Metrics,
+    metrics::{Metrics, bump},
+    node::Node,
     ratelimit::{Verdict, frame_reference},
     security::Security,
     session::Session,
+    socket::{ABNORMAL, LINGER, Socket, linger},
 };
 
-/// The upgraded socket, boxed once at the upgrade: passed by value through
-/// several async fns, an inline `WebSocket` (~600 bytes of protocol state)
-/// would be stored again in each one's state for the connection's lifetime.
-pub type Socket = Box<WebSocket>;
-
-/// Longest wait for the peer's close reply after our close frame.
-const LINGER: Duration = Duration::from_secs(2);
 /// Frames written per flush at most, so one busy client cannot starve pings.
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded, authenticated socket until it closes.
-pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
+pub(crate) async fn serve(socket: Socket, app: Arc<Node>, identity: Identity) {
     let session_id = new_session_id();
     let Identity { user, grants, expires, .. } = identity;
     let span =
@@ -79,21 +73,6 @@ pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
     .await;
 }
 
-/// Completes the closing handshake: after our close frame, keep reading (and
-/// discarding) until the peer's close or EOF, bounded by `limit`. Dropping the
-/// socket earlier would make the kernel answer the peer's late frames (a
-/// pong) with a reset, which destroys the close frame before the peer reads it.
-async fn linger(mut stream: SplitStream<Socket>, limit: Duration) {
-    let _ = timeout(limit, async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
 /// Reads frames until the client goes, is closed, its token expires, or the
 /// node shuts down. Returns the stream when it is still healthy enough to
 /// linger on.
@@ -101,7 +80,7 @@ async fn read_pump(
     mut stream: SplitStream<Socket>,
     session: &mut Session,
     client: &Client,
-    app: &App,
+    app: &Node,
     expires: Option<SystemTime>,
 ) -> Option<SplitStream<Socket>> {
     let deadline = app.config.read_deadline;
@@ -169,7 +148,12 @@ async fn read_pump(
                 return None;
             }
             Some(Err(e)) => {
-                let code = close_code_for(e);
+                let Some(code) = close_code_for(e) else {
+                    // Not a protocol violation, and no one to send a close frame to.
+                    tracing::info!("connection reset without a closing handshake");
+                    client.close_with(ABNORMAL);
+                    return None;
+                };
                 tracing::info!(code = code.code(), "read failed; closing");
                 client.close(code);
                 return Some(stream);
@@ -189,11 +173,15 @@ async fn read_pump(
     }
 }
 
-/// Maps a read error to the close code the client gets.
-fn close_code_for(error: axum::Error) -> CloseCode {
-    use tungstenite::error::{CapacityError, Error};
-    match error.into_inner().downcast::<Error>() {
+/// Maps a read error to the close code the client gets; `None` when the
+/// peer vanished (a TCP reset, or EOF without a close frame).
+fn close_code_for(error: axum::Error) -> Option<CloseCode> {
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+    Some(match error.into_inner().downcast::<Error>() {
         Ok(e) => match *e {
+            Error::Io(_) | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return None;
+            }
             Error::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::TooBig,
             Error::Capacity(_) => CloseCode::TooBig,
             Error::Utf8(_) => CloseCode::InvalidPayload,
@@ -201,7 +189,7 @@ fn close_code_for(error: axum::Error) -> CloseCode {
             _ => CloseCode::Normal,
         },
         Err(_) => CloseCode::Normal,
-    }
+    })
 }
 
 /// Drains the client's queue into the socket until the client closes, then
@@ -210,7 +198,7 @@ async fn write_pump(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
     client: Arc<Client>,
-    app: Arc<App>,
+    app: Arc<Node>,
 ) {
     let write_timeout = app.config.write_timeout;
     let write_delay = app.config.write_delay;
@@ -271,10 +259,13 @@ async fn close_socket(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
     client: &Client,
-    app: &App,
+    app: &Node,
 ) {
     let write_timeout = app.config.write_timeout;
     let code = client.close_code().unwrap_or(CloseCode::GoingAway.code());
+    if code == ABNORMAL {
+        return; // the peer is gone: nothing to drain, and 1006 is never sent
+    }
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
         while let Some(frame) = outbox.try_recv() {

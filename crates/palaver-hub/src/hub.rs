@@ -199,11 +199,6 @@ impl Hub {
         removed
     }
 
-    /// Local member count of a room.
-    pub fn member_count(&self, room: &RoomName) -> usize {
-        self.shard(room).read().get(room).map_or(0, |r| r.members.len())
-    }
-
     /// Number of rooms with local members.
     pub fn room_count(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
