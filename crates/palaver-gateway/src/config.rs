@@ -91,8 +91,9 @@ pub struct Config {
     #[arg(long, env = "PALAVER_MAX_ROOM_MEMBERS", default_value_t = 100_000)]
     pub max_room_members: usize,
 
-    /// Rooms with more local members than this get presence changes coalesced
-    /// into one `presence_batch` per second instead of one `presence` each.
+    /// Rooms with more members than this (on this node, or cluster-wide as
+    /// last counted) get presence changes coalesced into one bounded
+    /// `presence_batch` per second instead of one `presence` each.
     #[arg(long, env = "PALAVER_PRESENCE_BATCH_ABOVE", default_value_t = 200)]
     pub presence_batch_above: usize,
 

@@ -12,6 +12,7 @@ use axum::{
 };
 use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
 use palaver_hub::Hub;
+use palaver_protocol::RoomName;
 
 use crate::{app::App, config::Config, inbox::HubInbox, registry::Registry, web};
 
@@ -114,15 +115,35 @@ async fn upgrade(
 /// task flushes after each batch anyway. Grows only under load.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Sends big rooms' coalesced presence once a second until shutdown.
+/// Sends big rooms' coalesced presence once a second until shutdown, each
+/// batch with the room's cluster-wide member count.
 async fn flush_presence(app: Arc<App>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = app.shutdown.cancelled() => return,
-            _ = tick.tick() => app.hub.flush_presence(),
+            _ = tick.tick() => {
+                let counts = member_counts(&app, app.hub.rooms_with_pending_presence()).await;
+                app.hub.flush_presence(|room| counts.get(room).copied());
+            }
         }
     }
+}
+
+/// The member counts of `rooms`, read a few at a time; a room whose count
+/// cannot be read now is left out (its batch carries the last one heard).
+async fn member_counts(app: &App, rooms: Vec<RoomName>) -> HashMap<RoomName, u64> {
+    use futures_util::{StreamExt, stream};
+    stream::iter(rooms)
+        .map(|room| async move {
+            let count = app.broker.member_count(&room).await.ok()?;
+            Some((room, count))
+        })
+        .buffer_unordered(16)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// Runs a node until SIGINT/SIGTERM, then shuts down gracefully.

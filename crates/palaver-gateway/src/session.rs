@@ -250,6 +250,7 @@ impl Session {
         };
         let (cursor, recovered) = resume_point(&head, since.as_ref());
         let epoch = head.epoch.clone();
+        self.app.hub.note_member_count(room, page.count);
         let joined = joined(room.clone(), &head, page, recovered);
         // One step: no presence before `joined`, none lost after it.
         self.app.hub.admit(membership, joined.encode(), epoch, cursor);

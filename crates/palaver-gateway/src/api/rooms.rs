@@ -131,6 +131,8 @@ pub struct MembersReply {
     room: RoomName,
     members: Vec<UserName>,
     more: bool,
+    /// Users present on every node (the whole room, not this page).
+    count: u64,
 }
 
 /// `GET /api/v1/rooms/{room}/members?after=&limit=`: users present on any
@@ -150,7 +152,7 @@ pub async fn members(
         None => None,
     };
     let page = app.broker.members_page(&room, after.as_ref(), limit).await?;
-    Ok(Json(MembersReply { room, members: page.members, more: page.more }))
+    Ok(Json(MembersReply { room, members: page.members, more: page.more, count: page.count }))
 }
 
 /// One active room.
