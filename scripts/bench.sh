@@ -43,7 +43,9 @@
 #   BENCH_BIG_GATEWAYS=3                        big-room: gateways of the Redis run (0: skip it)
 #   BENCH_BIG_SHAPES="one-room rooms-of-100 own-room"  big-room: idle shapes for palaver
 #   BENCH_NICE=-15                              niceness of servers and loadgens (we share
-#                                               the machine with compiles; root may go below 0)
+#                                               the machine with compiles; root may go below 0),
+#                                               run in a session of its own (setsid) whose
+#                                               autogroup gets the same niceness
 #   BENCH_CLIENTS=1000 BENCH_SENDERS=10 BENCH_PAYLOAD=100
 #   BENCH_DURATION=10s BENCH_GRACE=5s BENCH_MAX_P99=100ms
 #   BENCH_RESULTS=target/bench/results-<time>.jsonl
@@ -87,6 +89,12 @@ BIG_RATE=${BENCH_BIG_RATE:-10}
 BIG_GATEWAYS=${BENCH_BIG_GATEWAYS:-3}
 BIG_SHAPES=${BENCH_BIG_SHAPES:-one-room rooms-of-100 own-room}
 NICE=${BENCH_NICE:-}
+# With autogroup scheduling, nice only ranks processes within one session: the run gets a
+# session of its own and that session's autogroup the same niceness (docs/benchmarks.md).
+if [ -n "$NICE" ] && [ -z "${BENCH_OWN_SESSION:-}" ] && command -v setsid >/dev/null; then
+  BENCH_OWN_SESSION=1 exec setsid -w "$repo/scripts/$(basename "$0")" "$@"
+fi
+if [ -n "$NICE" ] && [ -w /proc/self/autogroup ]; then echo "$NICE" >/proc/self/autogroup; fi
 RESULTS=${BENCH_RESULTS:-target/bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
 SEED_SRC=${SEED_GO_SRC:-$repo/../shared/peers/seed-go}
 export RUST_LOG=${RUST_LOG:-warn}
