@@ -99,7 +99,7 @@ pub struct Config {
 
     /// Size of each connection's socket read buffer, in bytes (allocated per
     /// connection; larger frames grow it temporarily).
-    #[arg(long, env = "PALAVER_READ_BUFFER", default_value_t = 1024)]
+    #[arg(long, env = "PALAVER_READ_BUFFER", default_value_t = 512)]
     pub(crate) read_buffer: usize,
 
     /// On shutdown, how long to wait for clients' queues to drain before exiting.

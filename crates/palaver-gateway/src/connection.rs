@@ -1,8 +1,8 @@
-//! One WebSocket connection: a read task and a write task joined by the
-//! client's bounded queue.
+//! One WebSocket connection: a read pump and a write pump, two futures polled
+//! by the connection's one task, joined by the client's bounded queue.
 //!
-//! The read task (the read pump) decodes frames, enforces the read deadline
-//! and runs the session's requests; the write task (the write pump) drains the
+//! The read pump decodes frames, enforces the read deadline and runs the
+//! session's requests; the write pump drains the
 //! queue into the socket, batching whatever is queued into one flush, sends
 //! pings, and enforces the write timeout. Either one ending closes the client,
 //! which ends the other. A write that times out means the client is not
@@ -43,34 +43,38 @@ pub(crate) async fn serve(socket: Socket, app: Arc<Node>, identity: Identity) {
     let Identity { user, grants, expires, .. } = identity;
     let span =
         tracing::info_span!("connection", session = %session_id, user = %user, node = %app.node_id);
-    async move {
-        bump(&app.stats.total);
-        app.stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!("connected");
-        let (client, outbox) =
-            Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
-        app.registry.register(&client);
-        let (sink, stream) = socket.split();
-        // Not instrumented: entering the span on every poll of the hottest task
-        // costs more than the few events it logs (they carry the session).
-        let writer = tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()));
-        let mut session = Session::new(app.clone(), client.clone(), grants);
+    bump(&app.stats.total);
+    app.stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(parent: &span, "connected");
+    let (client, outbox) =
+        Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
+    app.registry.register(&client);
+    let (sink, stream) = socket.split();
+    let mut session = Session::new(app.clone(), client.clone(), grants);
+    let reading = async {
         // Work that runs once per connection (or per request) is boxed: an
         // async fn's state is as large as its largest await point, and every
         // idle connection would otherwise carry the biggest request's state.
         Box::pin(session.welcome()).await;
         let open = read_pump(stream, &mut session, &client, &app, expires).await;
-        let (_, _) = tokio::join!(writer, Box::pin(session.depart_all()));
-        if let Some(stream) = open {
-            Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
-        }
-        app.registry.unregister(&client);
-        app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        app.metrics.connection_closed(client.close_code());
-        tracing::debug!(code = client.close_code(), "disconnected");
+        Box::pin(session.depart_all()).await;
+        open
     }
-    .instrument(span)
-    .await;
+    .instrument(span.clone());
+    // Both pumps are polled by this one task: a second task per connection
+    // would cost its own allocation, and a wake-up per queued frame would
+    // cross tasks. The read pump waits for room in the queue, the write
+    // pump drains it, so neither can stall the other. The write pump is not
+    // instrumented: entering the span on every poll of the hottest future
+    // costs more than the few events it logs (they carry the session).
+    let (open, ()) = tokio::join!(reading, write_pump(sink, outbox, &client, &app));
+    if let Some(stream) = open {
+        Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
+    }
+    app.registry.unregister(&client);
+    app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    app.metrics.connection_closed(client.close_code());
+    tracing::debug!(parent: &span, code = client.close_code(), "disconnected");
 }
 
 /// Reads frames until the client goes, is closed, its token expires, or the
@@ -197,8 +201,8 @@ fn close_code_for(error: axum::Error) -> Option<CloseCode> {
 async fn write_pump(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
-    client: Arc<Client>,
-    app: Arc<Node>,
+    client: &Client,
+    app: &Node,
 ) {
     let write_timeout = app.config.write_timeout;
     let write_delay = app.config.write_delay;
@@ -231,7 +235,7 @@ async fn write_pump(
             Ok(()) => {}
             Err(WriteFailure::TimedOut) => {
                 tracing::info!(session = %client.session(), user = %client.user(), "write timed out; evicting");
-                app.hub.evict(&client);
+                app.hub.evict(client);
                 break false;
             }
             Err(WriteFailure::Failed) => {
@@ -248,7 +252,7 @@ async fn write_pump(
         CloseCode::Normal
     });
     if healthy {
-        Box::pin(close_socket(sink, outbox, &client, &app)).await;
+        Box::pin(close_socket(sink, outbox, client, app)).await;
     }
 }
 
