@@ -182,9 +182,13 @@ async fn members_rooms_and_stats_span_the_cluster() {
 
     let api = ApiClient::new(a.addr, Some(KEY));
     let members = api.get("/api/v1/rooms/lobby/members").await.body;
-    assert_eq!(members, json!({"room": "lobby", "members": ["ann", "bob", "cy"], "more": false}));
+    assert_eq!(
+        members,
+        json!({"room": "lobby", "members": ["ann", "bob", "cy"], "more": false, "count": 3})
+    );
     let first = api.get("/api/v1/rooms/lobby/members?limit=2").await.body;
     assert_eq!((&first["members"], &first["more"]), (&json!(["ann", "bob"]), &json!(true)));
+    assert_eq!(first["count"], 3, "the count is the room's, not the page's");
     let rest = api.get("/api/v1/rooms/lobby/members?after=bob&limit=2").await.body;
     assert_eq!((&rest["members"], &rest["more"]), (&json!(["cy"]), &json!(false)));
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use palaver_protocol::{ErrorCode, PresenceState, ServerFrame};
+use palaver_protocol::{ErrorCode, PresenceState, ServerFrame, limits::PRESENCE_BATCH_NAMES};
 use palaver_tests::{Node, RedisServer, WsClient};
 use serde_json::json;
 
@@ -124,10 +124,14 @@ async fn a_big_room_counts_and_pages_across_two_nodes() {
 
     // A member who leaves is gone from the pages on both nodes.
     members.swap_remove(0).close().await;
+    // A room this big gets presence in batches.
     viewer
-        .expect(|f| {
-            matches!(f, ServerFrame::Presence { user, state: PresenceState::Leave, .. }
-                if user.as_str() == "m000")
+        .expect(|f| match f {
+            ServerFrame::Presence { user, state: PresenceState::Leave, .. } => {
+                user.as_str() == "m000"
+            }
+            ServerFrame::PresenceBatch { left, .. } => left.iter().any(|u| u.as_str() == "m000"),
+            _ => false,
         })
         .await;
     let mut late = Vec::new();
@@ -175,4 +179,93 @@ async fn members_requests_are_validated() {
     // The connection is still good for a valid request.
     let (users, more) = page(&mut ann, json!({"type":"members","room":"lobby"})).await;
     assert_eq!((users, more), (vec!["~ann".to_owned()], false));
+}
+
+/// Reads presence until a `presence_batch` counts `count` members; returns
+/// every name listed as joined (one by one while the room was small, then in
+/// batches) and whether any batch said `truncated`.
+async fn batches_until(c: &mut WsClient, count: u64) -> (BTreeSet<String>, bool) {
+    let mut joined = BTreeSet::new();
+    let mut truncated = false;
+    loop {
+        let frame = c
+            .expect(|f| {
+                matches!(f, ServerFrame::PresenceBatch { .. } | ServerFrame::Presence { .. })
+            })
+            .await;
+        match frame {
+            ServerFrame::Presence { user, state: PresenceState::Join, .. } => {
+                joined.insert(user.to_string());
+            }
+            ServerFrame::PresenceBatch {
+                joined: j,
+                left,
+                typing,
+                member_count,
+                truncated: t,
+                ..
+            } => {
+                for list in [&j, &left, &typing] {
+                    assert!(list.len() <= PRESENCE_BATCH_NAMES, "a batch list is bounded");
+                }
+                joined.extend(j.iter().map(|u| u.to_string()));
+                truncated |= t;
+                if member_count == count {
+                    return (joined, truncated);
+                }
+                assert!(member_count < count, "member_count {member_count} above {count}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A join storm in a big room reaches an observer as bounded batches with
+/// the cluster-wide count, never as one `presence` per join; a batch that
+/// could not list every joiner says so.
+async fn check_batched_storm(nodes: &[Node], observer_node: &Node) {
+    let mut observer = WsClient::connect(&observer_node.ws_url("viewer")).await;
+    observer.join("storm").await;
+    let _members = fill(nodes, "storm", MEMBERS).await;
+    let (listed, truncated) = batches_until(&mut observer, MEMBERS as u64 + 1).await;
+    assert!(
+        listed.len() == MEMBERS || truncated,
+        "{} of {MEMBERS} joiners listed and no batch said truncated",
+        listed.len()
+    );
+    assert!(listed.iter().all(|u| u.starts_with('m')));
+    let late = {
+        let mut c = WsClient::connect(&nodes[0].ws_url("zz-late")).await;
+        c.join("storm").await;
+        c
+    };
+    let (listed, _) = batches_until(&mut observer, MEMBERS as u64 + 2).await;
+    assert!(listed.contains("zz-late"), "a single join arrives in the next batch");
+    drop(late);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_storm_arrives_in_bounded_batches_on_one_node() {
+    let mut args = vec!["--presence-batch-above", "20"];
+    args.extend_from_slice(&QUEUE);
+    let node = Node::start(&args);
+    check_batched_storm(std::slice::from_ref(&node), &node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_storm_on_one_node_is_batched_on_another_with_few_members() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let id = format!("n{i}");
+            let mut args = vec!["--redis-url", &url, "--node-id", &id];
+            args.extend_from_slice(&["--presence-batch-above", "20"]);
+            args.extend_from_slice(&QUEUE);
+            Node::start(&args)
+        })
+        .collect();
+    // Every joiner on n0; the observer alone on n1 still gets batches, since
+    // the room is big across the cluster.
+    check_batched_storm(&nodes[..1], &nodes[1]).await;
 }

@@ -223,3 +223,30 @@ async fn screenshot_of_a_conversation() {
         std::fs::write(&readme_copy, &png).expect("write docs/screenshot.png");
     }
 }
+
+/// A big room in the page: the cluster-wide count, the first page of names,
+/// and "Show more" reading the next page from the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_room_shows_its_count_and_more_members_on_demand() {
+    const MEMBERS: usize = 150;
+    let node = Node::start(&["--queue-frames", "4096"]);
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let mut c = palaver_tests::WsClient::connect(&node.ws_url(&format!("m{i:03}"))).await;
+        c.join("big").await;
+        members.push(c);
+    }
+    let driver = ChromeDriver::start().await;
+    let page = driver.open(&node.url("/")).await;
+    page.join("viewer", "big").await;
+    let shown = "document.querySelectorAll('#members li').length";
+    page.wait_text("#member-count", &format!("({})", MEMBERS + 1)).await;
+    page.wait_for("the first page of names", &format!("{shown} === 100")).await;
+    page.wait_for("a Show more button", "!document.getElementById('more-members').hidden").await;
+    page.eval("document.getElementById('more-members').click()").await;
+    page.wait_for("every name after Show more", &format!("{shown} === {}", MEMBERS + 1)).await;
+    page.wait_for("no more to show", "document.getElementById('more-members').hidden").await;
+    let state = page.state().await;
+    assert_eq!(state["rooms"]["big"]["memberCount"], MEMBERS + 1);
+    drop(members);
+}

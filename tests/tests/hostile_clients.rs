@@ -109,7 +109,11 @@ async fn clients_that_flood_requests_and_never_read_stay_bounded_and_are_evicted
 
 #[tokio::test]
 async fn members_catching_up_without_reading_hold_no_more_than_their_queue() {
-    let node = Node::start(&["--queue-bytes", &QUEUE_BYTES.to_string(), "--write-timeout", "2s"]);
+    // Ann reads nothing until the end (no pongs either): a generous read
+    // deadline keeps a slow, loaded machine from closing her before then.
+    let queue = QUEUE_BYTES.to_string();
+    let node =
+        Node::start(&["--queue-bytes", &queue, "--write-timeout", "2s", "--read-deadline", "600s"]);
     let mut ann = WsClient::connect(&node.ws_url("ann")).await;
     let epoch = match ann.join("big").await {
         ServerFrame::Joined { epoch, .. } => epoch,

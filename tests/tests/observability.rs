@@ -112,6 +112,46 @@ async fn metrics_parse_and_move_with_traffic() {
     assert!(response.trim_end().ends_with("# EOF"), "{response}");
 }
 
+/// A client whose TCP connection is reset mid-session (or cut without a close
+/// frame) broke no protocol rule: it is counted under `1006`, not `1002`.
+#[tokio::test]
+async fn a_tcp_reset_is_counted_apart_from_protocol_errors() {
+    let node = Node::start(&["--node-id", "resets"]);
+    let mut ann = WsClient::connect(&node.ws_url("ann")).await;
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let mut cid = WsClient::connect(&node.ws_url("cid")).await;
+    for client in [&mut ann, &mut bob, &mut cid] {
+        client.join("lobby").await;
+    }
+    ann.say("lobby", "m1", "hello").await;
+    // SO_LINGER 0: closing the socket sends RST, not FIN, mid-session.
+    match ann.raw().get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.set_zero_linger().expect("SO_LINGER"),
+        _ => unreachable!("the harness connects over plain TCP"),
+    }
+    drop(ann);
+    // Bob's TCP connection ends (FIN) without a WebSocket close frame.
+    drop(bob);
+    let after =
+        eventually(&node, "both gone", |m| m.value("palaver_connections", &[]) == 1.0).await;
+    assert_eq!(after.value("palaver_connection_closes_total", &[("code", "1006")]), 2.0);
+    assert_eq!(after.value("palaver_connection_closes_total", &[("code", "1002")]), 0.0);
+    assert_eq!(after.value("palaver_connection_closes_total", &[("code", "1000")]), 0.0);
+
+    // A real protocol violation still is 1002: an unmasked client frame.
+    use tokio::io::AsyncWriteExt;
+    match cid.raw().get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+            tcp.write_all(&[0x81, 0x02, b'h', b'i']).await.expect("write an unmasked frame");
+        }
+        _ => unreachable!("the harness connects over plain TCP"),
+    }
+    let after =
+        eventually(&node, "cid's 1002", |m| m.value("palaver_connections", &[]) == 0.0).await;
+    assert_eq!(after.value("palaver_connection_closes_total", &[("code", "1002")]), 1.0);
+    assert_eq!(after.value("palaver_connection_closes_total", &[("code", "1006")]), 2.0);
+}
+
 /// GET with an `Accept` header; returns the whole response (head and body).
 async fn raw_get(addr: std::net::SocketAddr, path: &str, accept: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

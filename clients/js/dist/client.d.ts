@@ -109,6 +109,7 @@ export declare class Palaver extends Emitter<ClientEvents> {
     private readonly outbox;
     private joinQueue;
     private historyQueue;
+    private membersQueue;
     private ws;
     private pacer;
     private current;
@@ -169,6 +170,7 @@ export declare class Palaver extends Emitter<ClientEvents> {
     private flushOutbox;
     private settle;
     private requestHistory;
+    private requestMembers;
     /** What rooms may ask of the client. */
     private readonly link;
 }

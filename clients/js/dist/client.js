@@ -37,6 +37,7 @@ export class Palaver extends Emitter {
     outbox = new Map();
     joinQueue = [];
     historyQueue = [];
+    membersQueue = [];
     ws;
     pacer;
     current = 'disconnected';
@@ -284,6 +285,8 @@ export class Palaver extends Emitter {
         const lost = new PalaverError('disconnected', 'the connection was lost', true);
         for (const h of this.historyQueue.splice(0))
             h.reject(lost);
+        for (const m of this.membersQueue.splice(0))
+            m.reject(lost);
         for (const room of this.rooms.values())
             room.connectionLost();
         // Sends waiting out a retry delay go again as soon as their room is rejoined.
@@ -364,18 +367,8 @@ export class Palaver extends Emitter {
                 return this.rooms.get(f.room)?.onMessage(f);
             case 'presence':
                 return this.rooms.get(f.room)?.onPresence(f.user, f.state);
-            case 'presence_batch': {
-                const room = this.rooms.get(f.room);
-                if (!room)
-                    return;
-                for (const user of f.joined)
-                    room.onPresence(user, 'join');
-                for (const user of f.left)
-                    room.onPresence(user, 'leave');
-                for (const user of f.typing)
-                    room.onPresence(user, 'typing');
-                return;
-            }
+            case 'presence_batch':
+                return this.rooms.get(f.room)?.onPresenceBatch(f);
             case 'ack': {
                 const p = this.outbox.get(f.id);
                 if (p && p.room === f.room)
@@ -384,6 +377,9 @@ export class Palaver extends Emitter {
             }
             case 'history':
                 this.historyQueue.shift()?.resolve(f);
+                return;
+            case 'members':
+                this.membersQueue.shift()?.resolve(f);
                 return;
             case 'error':
                 return this.onError(f);
@@ -443,6 +439,15 @@ export class Palaver extends Emitter {
             if (!f.retryable || h.tries >= 5)
                 return h.reject(error);
             later(h.tries++, () => this.requestHistory(h));
+            return;
+        }
+        if (f.ref === 'members') {
+            const m = this.membersQueue.shift();
+            if (!m)
+                return;
+            if (!f.retryable || m.tries >= 5)
+                return m.reject(error);
+            later(m.tries++, () => this.requestMembers(m));
             return;
         }
         if (f.ref === 'typing' || f.ref === 'ping' || f.ref === 'leave')
@@ -518,12 +523,26 @@ export class Palaver extends Emitter {
         this.historyQueue.push(h);
         this.write(frame);
     }
+    requestMembers(m) {
+        if (this.current !== 'connected' || !this.rooms.get(m.room)?.joined) {
+            m.reject(new PalaverError('disconnected', 'the connection was lost', true));
+            return;
+        }
+        const frame = { type: 'members', room: m.room };
+        if (m.query.after !== undefined)
+            frame.after = m.query.after;
+        if (m.query.limit !== undefined)
+            frame.limit = m.query.limit;
+        this.membersQueue.push(m);
+        this.write(frame);
+    }
     /** What rooms may ask of the client. */
     link = linkOf(this, {
         connect: () => this.connect(),
         frame: (frame) => this.write(frame),
         awaitJoined: (room) => this.joinQueue.push(room),
         history: (room, query) => new Promise((resolve, reject) => this.requestHistory({ room, query, resolve, reject, tries: 0 })),
+        members: (room, query) => new Promise((resolve, reject) => this.requestMembers({ room, query, resolve, reject, tries: 0 })),
         send: (room, text, id) => this.submit(room, text, id),
         dropSends: (room, why) => {
             for (const p of [...this.outbox.values()])

@@ -1,7 +1,7 @@
 export { Palaver } from './client.js';
 export type { ClientEvents, ConnectionState, Credentials, Disconnect, PalaverOptions, WebSocketConstructor, WebSocketLike, Welcome, } from './client.js';
 export { Room } from './room.js';
-export type { Ack, History, HistoryQuery, Joined, Message, Presence, RoomEvents } from './room.js';
+export type { Ack, History, HistoryQuery, Joined, MembersChanged, MembersPage, Message, Presence, RoomEvents } from './room.js';
 export { PalaverError } from './errors.js';
 export { messageId } from './ids.js';
 export { fullJitter, backoffCeiling } from './backoff.js';

@@ -28,6 +28,11 @@ export type ClientFrame = {
     after?: number;
     limit?: number;
 } | {
+    type: 'members';
+    room: string;
+    after?: string;
+    limit?: number;
+} | {
     type: 'ping';
 } | {
     type: 'auth';
@@ -47,7 +52,12 @@ export interface JoinedFrame {
     room: string;
     epoch: string;
     seq: number;
+    /** All members in a small room; the first page (by name) in a big one. */
     members: string[];
+    /** Members on every node (older servers omit it). */
+    member_count?: number;
+    /** `members` is only the first page: read on with a `members` request. */
+    members_more?: boolean;
     recovered: boolean;
 }
 /** A sequenced chat message, live or replayed. */
@@ -75,6 +85,17 @@ export interface PresenceBatchFrame {
     joined: string[];
     left: string[];
     typing: string[];
+    /** Members on every node when the batch was sent. */
+    member_count?: number;
+    /** More changed than the lists hold (each holds at most 100 users). */
+    truncated?: boolean;
+}
+/** A page of a room's members, ascending by name. */
+export interface MembersFrame {
+    type: 'members';
+    room: string;
+    members: string[];
+    more: boolean;
 }
 export interface AckFrame {
     type: 'ack';
@@ -109,7 +130,7 @@ export interface ErrorFrame {
 export type ServerFrame = WelcomeFrame | JoinedFrame | {
     type: 'left';
     room: string;
-} | MessageFrame | PresenceFrame | PresenceBatchFrame | AckFrame | HistoryFrame | {
+} | MessageFrame | PresenceFrame | PresenceBatchFrame | AckFrame | HistoryFrame | MembersFrame | {
     type: 'pong';
 } | ErrorFrame;
 /** Room names the server accepts. */

@@ -1,6 +1,6 @@
 import { Emitter } from './emitter.js';
 import { PalaverError } from './errors.js';
-import type { HistoryFrame, JoinedFrame, MessageFrame, PresenceState, Since } from './protocol.js';
+import type { HistoryFrame, JoinedFrame, MembersFrame, MessageFrame, PresenceBatchFrame, PresenceState, Since } from './protocol.js';
 import type { PositionStore } from './storage.js';
 /** A chat message, delivered once, in `seq` order. */
 export interface Message {
@@ -20,8 +20,12 @@ export interface Joined {
     epoch: string;
     /** The room's latest seq at the join. */
     seq: number;
-    /** Users present on every node, sorted. */
+    /** Users present on every node, sorted: all of them, or the first page when `membersMore`. */
     members: string[];
+    /** How many users are present on every node. */
+    memberCount: number;
+    /** `members` is the first page of a big room: read on with `room.membersPage()`. */
+    membersMore: boolean;
     /**
      * False when the server could not resume where this client left off (another
      * epoch, history trimmed, or the server restarted the room unasked): messages
@@ -34,6 +38,24 @@ export interface Presence {
     room: string;
     user: string;
     state: PresenceState;
+}
+/**
+ * The room's member count or known members changed. `complete` says whether
+ * `room.members` is the whole list; in a big room it is not (the server sends
+ * the first page and then presence in bounded batches) and the application
+ * reads pages with `room.membersPage()` when it wants more.
+ */
+export interface MembersChanged {
+    room: string;
+    count: number;
+    complete: boolean;
+}
+/** A page of the room's members, ascending by name. */
+export interface MembersPage {
+    room: string;
+    members: string[];
+    /** Users named after the last one remain: pass it as `after`. */
+    more: boolean;
 }
 /** A page of history, ascending by seq. */
 export interface History {
@@ -63,6 +85,7 @@ export type RoomEvents = {
     message: Message;
     joined: Joined;
     presence: Presence;
+    members: MembersChanged;
     /** Messages that neither the server's replay nor its history could supply (trimmed): `from`..`to` inclusive. */
     gap: {
         room: string;
@@ -87,6 +110,10 @@ export interface RoomLink {
     }): void;
     awaitJoined(room: string): void;
     history(room: string, query: HistoryQuery): Promise<HistoryFrame>;
+    members(room: string, query: {
+        after?: string;
+        limit?: number;
+    }): Promise<MembersFrame>;
     send(room: string, text: string, id?: string): Promise<Ack>;
     dropSends(room: string, why: PalaverError): void;
     forget(room: Room): void;
@@ -101,6 +128,8 @@ export declare class Room extends Emitter<RoomEvents> {
     private wanted;
     private live;
     private memberSet;
+    private count;
+    private complete;
     private joinWaiters;
     /** Messages that arrived past a gap, held until history fills it. */
     private held;
@@ -113,8 +142,25 @@ export declare class Room extends Emitter<RoomEvents> {
     constructor(name: string, link: RoomLink, store: PositionStore);
     /** Joined on the current connection: messages are flowing. */
     get joined(): boolean;
-    /** Users present in the room (sorted), as of `joined` plus presence since. */
+    /**
+     * Users present in the room (sorted), as of `joined` plus presence since:
+     * the whole list in a small room, the ones known so far in a big one (see
+     * `membersComplete`).
+     */
     get members(): string[];
+    /** How many users are present on every node (from the server, kept current by presence). */
+    get memberCount(): number;
+    /** Whether `members` is the whole list (false in a big room: page with `membersPage`). */
+    get membersComplete(): boolean;
+    /**
+     * A page of the room's members by name, read from the server (the room must
+     * be joined). Page on with `after` set to the last name of the previous page.
+     * Users it returns are added to `members`.
+     */
+    membersPage(query?: {
+        after?: string;
+        limit?: number;
+    }): Promise<MembersPage>;
     /** The epoch of the messages delivered, once known. */
     get epoch(): string | undefined;
     /** The seq of the last message delivered (or of the room's head at the join). */
@@ -156,8 +202,12 @@ export declare class Room extends Emitter<RoomEvents> {
     onJoinRefused(error: PalaverError): void;
     /** @internal A live or replayed message: drop what was delivered, fill what was skipped. */
     onMessage(f: MessageFrame): void;
-    /** @internal */
+    /** @internal One change, as it happens (a small room). */
     onPresence(user: string, state: PresenceState): void;
+    /** @internal Changes of a big room, coalesced: apply `joined`, then `left`; the count is the server's. */
+    onPresenceBatch(f: PresenceBatchFrame): void;
+    private apply;
+    private membersChanged;
     /** @internal An error about this room: a refused request, or a send's retryable error (it is retried). */
     onError(error: PalaverError): void;
     private accept;

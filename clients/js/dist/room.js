@@ -14,6 +14,8 @@ export class Room extends Emitter {
     wanted = false;
     live = false;
     memberSet = new Set();
+    count = 0;
+    complete = true;
     joinWaiters = [];
     /** Messages that arrived past a gap, held until history fills it. */
     held = new Map();
@@ -34,9 +36,36 @@ export class Room extends Emitter {
     get joined() {
         return this.live;
     }
-    /** Users present in the room (sorted), as of `joined` plus presence since. */
+    /**
+     * Users present in the room (sorted), as of `joined` plus presence since:
+     * the whole list in a small room, the ones known so far in a big one (see
+     * `membersComplete`).
+     */
     get members() {
         return [...this.memberSet].sort();
+    }
+    /** How many users are present on every node (from the server, kept current by presence). */
+    get memberCount() {
+        return this.count;
+    }
+    /** Whether `members` is the whole list (false in a big room: page with `membersPage`). */
+    get membersComplete() {
+        return this.complete;
+    }
+    /**
+     * A page of the room's members by name, read from the server (the room must
+     * be joined). Page on with `after` set to the last name of the previous page.
+     * Users it returns are added to `members`.
+     */
+    async membersPage(query = {}) {
+        if (!this.live)
+            throw new PalaverError('not_joined', `${this.name} is not joined`, true);
+        const page = await this.link.members(this.name, query);
+        for (const user of page.members)
+            this.memberSet.add(user);
+        if (query.after === undefined && !page.more && this.memberSet.size === page.members.length)
+            this.complete = true;
+        return { room: this.name, members: page.members, more: page.more };
     }
     /** The epoch of the messages delivered, once known. */
     get epoch() {
@@ -140,14 +169,25 @@ export class Room extends Emitter {
         this.held.clear();
         this.filling = false;
         this.memberSet = new Set(f.members);
+        this.count = f.member_count ?? f.members.length;
+        this.complete = !f.members_more;
         const p = this.position;
         if (!p || !f.recovered || p.epoch !== f.epoch)
             this.moveTo({ epoch: f.epoch, seq: f.seq });
-        const joined = { room: this.name, epoch: f.epoch, seq: f.seq, members: [...f.members].sort(), recovered: f.recovered };
+        const joined = {
+            room: this.name,
+            epoch: f.epoch,
+            seq: f.seq,
+            members: [...f.members].sort(),
+            memberCount: this.count,
+            membersMore: !this.complete,
+            recovered: f.recovered,
+        };
         this.lastJoined = joined;
         for (const w of this.joinWaiters.splice(0))
             w.resolve(joined);
         this.emit('joined', joined);
+        this.membersChanged();
     }
     /** @internal The join was refused. */
     onJoinRefused(error) {
@@ -172,15 +212,44 @@ export class Room extends Emitter {
         }
         this.accept(m);
     }
-    /** @internal */
+    /** @internal One change, as it happens (a small room). */
     onPresence(user, state) {
         if (!this.live)
             return;
+        this.apply(user, state);
+        if (state === 'join')
+            this.count++;
+        if (state === 'leave')
+            this.count = Math.max(0, this.count - 1);
+        if (state !== 'typing')
+            this.membersChanged();
+    }
+    /** @internal Changes of a big room, coalesced: apply `joined`, then `left`; the count is the server's. */
+    onPresenceBatch(f) {
+        if (!this.live)
+            return;
+        for (const user of f.joined)
+            this.apply(user, 'join');
+        for (const user of f.left)
+            this.apply(user, 'leave');
+        for (const user of f.typing)
+            this.apply(user, 'typing');
+        if (f.member_count !== undefined)
+            this.count = f.member_count;
+        if (f.truncated)
+            this.complete = false;
+        if (f.joined.length > 0 || f.left.length > 0 || f.member_count !== undefined)
+            this.membersChanged();
+    }
+    apply(user, state) {
         if (state === 'join')
             this.memberSet.add(user);
         if (state === 'leave')
             this.memberSet.delete(user);
         this.emit('presence', { room: this.name, user, state });
+    }
+    membersChanged() {
+        this.emit('members', { room: this.name, count: this.count, complete: this.complete });
     }
     /** @internal An error about this room: a refused request, or a send's retryable error (it is retried). */
     onError(error) {

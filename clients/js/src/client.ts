@@ -7,7 +7,7 @@ import { Emitter } from './emitter.js';
 import { PalaverError } from './errors.js';
 import { messageId } from './ids.js';
 import { Pacer, type Rate } from './pacer.js';
-import { Close, ROOM_NAME, type ClientFrame, type ErrorFrame, type HistoryFrame, type ServerFrame, type WelcomeFrame } from './protocol.js';
+import { Close, ROOM_NAME, type ClientFrame, type ErrorFrame, type HistoryFrame, type MembersFrame, type ServerFrame, type WelcomeFrame } from './protocol.js';
 import { Room, type Ack, type HistoryQuery, type RoomLink } from './room.js';
 import { PositionStore, type StorageLike } from './storage.js';
 
@@ -121,6 +121,14 @@ interface PendingHistory {
   tries: number;
 }
 
+interface PendingMembers {
+  room: string;
+  query: { after?: string; limit?: number };
+  resolve: (page: MembersFrame) => void;
+  reject: (e: PalaverError) => void;
+  tries: number;
+}
+
 const DEFAULTS = {
   minDelay: 500,
   maxDelay: 10_000,
@@ -151,6 +159,7 @@ export class Palaver extends Emitter<ClientEvents> {
   private readonly outbox = new Map<string, PendingSend>();
   private joinQueue: string[] = [];
   private historyQueue: PendingHistory[] = [];
+  private membersQueue: PendingMembers[] = [];
   private ws: WebSocketLike | undefined;
   private pacer: Pacer;
   private current: ConnectionState = 'disconnected';
@@ -387,6 +396,7 @@ export class Palaver extends Emitter<ClientEvents> {
     this.joinQueue = [];
     const lost = new PalaverError('disconnected', 'the connection was lost', true);
     for (const h of this.historyQueue.splice(0)) h.reject(lost);
+    for (const m of this.membersQueue.splice(0)) m.reject(lost);
     for (const room of this.rooms.values()) room.connectionLost();
     // Sends waiting out a retry delay go again as soon as their room is rejoined.
     for (const p of this.outbox.values()) {
@@ -464,14 +474,8 @@ export class Palaver extends Emitter<ClientEvents> {
         return this.rooms.get(f.room)?.onMessage(f);
       case 'presence':
         return this.rooms.get(f.room)?.onPresence(f.user, f.state);
-      case 'presence_batch': {
-        const room = this.rooms.get(f.room);
-        if (!room) return;
-        for (const user of f.joined) room.onPresence(user, 'join');
-        for (const user of f.left) room.onPresence(user, 'leave');
-        for (const user of f.typing) room.onPresence(user, 'typing');
-        return;
-      }
+      case 'presence_batch':
+        return this.rooms.get(f.room)?.onPresenceBatch(f);
       case 'ack': {
         const p = this.outbox.get(f.id);
         if (p && p.room === f.room) this.settle(p, { id: f.id, room: f.room, seq: f.seq, duplicate: f.duplicate });
@@ -479,6 +483,9 @@ export class Palaver extends Emitter<ClientEvents> {
       }
       case 'history':
         this.historyQueue.shift()?.resolve(f);
+        return;
+      case 'members':
+        this.membersQueue.shift()?.resolve(f);
         return;
       case 'error':
         return this.onError(f);
@@ -530,6 +537,13 @@ export class Palaver extends Emitter<ClientEvents> {
       if (!h) return;
       if (!f.retryable || h.tries >= 5) return h.reject(error);
       later(h.tries++, () => this.requestHistory(h));
+      return;
+    }
+    if (f.ref === 'members') {
+      const m = this.membersQueue.shift();
+      if (!m) return;
+      if (!f.retryable || m.tries >= 5) return m.reject(error);
+      later(m.tries++, () => this.requestMembers(m));
       return;
     }
     if (f.ref === 'typing' || f.ref === 'ping' || f.ref === 'leave') return;
@@ -601,6 +615,18 @@ export class Palaver extends Emitter<ClientEvents> {
     this.write(frame);
   }
 
+  private requestMembers(m: PendingMembers): void {
+    if (this.current !== 'connected' || !this.rooms.get(m.room)?.joined) {
+      m.reject(new PalaverError('disconnected', 'the connection was lost', true));
+      return;
+    }
+    const frame: ClientFrame = { type: 'members', room: m.room };
+    if (m.query.after !== undefined) frame.after = m.query.after;
+    if (m.query.limit !== undefined) frame.limit = m.query.limit;
+    this.membersQueue.push(m);
+    this.write(frame);
+  }
+
   /** What rooms may ask of the client. */
   private readonly link: RoomLink = linkOf(this, {
     connect: () => this.connect(),
@@ -608,6 +634,8 @@ export class Palaver extends Emitter<ClientEvents> {
     awaitJoined: (room) => this.joinQueue.push(room),
     history: (room, query) =>
       new Promise<HistoryFrame>((resolve, reject) => this.requestHistory({ room, query, resolve, reject, tries: 0 })),
+    members: (room, query) =>
+      new Promise<MembersFrame>((resolve, reject) => this.requestMembers({ room, query, resolve, reject, tries: 0 })),
     send: (room, text, id) => this.submit(room, text, id),
     dropSends: (room, why) => {
       for (const p of [...this.outbox.values()]) if (p.room === room) this.settle(p, why);

@@ -22,7 +22,7 @@ export type {
   Welcome,
 } from './client.js';
 export { Room } from './room.js';
-export type { Ack, History, HistoryQuery, Joined, Message, Presence, RoomEvents } from './room.js';
+export type { Ack, History, HistoryQuery, Joined, MembersChanged, MembersPage, Message, Presence, RoomEvents } from './room.js';
 export { PalaverError } from './errors.js';
 export { messageId } from './ids.js';
 export { fullJitter, backoffCeiling } from './backoff.js';

@@ -15,6 +15,7 @@ export type ClientFrame =
   | { type: 'send'; room: string; text: string; id: string }
   | { type: 'typing'; room: string }
   | { type: 'history'; room: string; before?: number; after?: number; limit?: number }
+  | { type: 'members'; room: string; after?: string; limit?: number }
   | { type: 'ping' }
   | { type: 'auth'; token: string };
 
@@ -33,7 +34,12 @@ export interface JoinedFrame {
   room: string;
   epoch: string;
   seq: number;
+  /** All members in a small room; the first page (by name) in a big one. */
   members: string[];
+  /** Members on every node (older servers omit it). */
+  member_count?: number;
+  /** `members` is only the first page: read on with a `members` request. */
+  members_more?: boolean;
   recovered: boolean;
 }
 
@@ -65,6 +71,18 @@ export interface PresenceBatchFrame {
   joined: string[];
   left: string[];
   typing: string[];
+  /** Members on every node when the batch was sent. */
+  member_count?: number;
+  /** More changed than the lists hold (each holds at most 100 users). */
+  truncated?: boolean;
+}
+
+/** A page of a room's members, ascending by name. */
+export interface MembersFrame {
+  type: 'members';
+  room: string;
+  members: string[];
+  more: boolean;
 }
 
 export interface AckFrame {
@@ -110,6 +128,7 @@ export type ServerFrame =
   | PresenceBatchFrame
   | AckFrame
   | HistoryFrame
+  | MembersFrame
   | { type: 'pong' }
   | ErrorFrame;
 

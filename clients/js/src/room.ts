@@ -4,7 +4,7 @@
 
 import { Emitter } from './emitter.js';
 import { PalaverError } from './errors.js';
-import type { HistoryFrame, JoinedFrame, MessageFrame, PresenceState, Since } from './protocol.js';
+import type { HistoryFrame, JoinedFrame, MembersFrame, MessageFrame, PresenceBatchFrame, PresenceState, Since } from './protocol.js';
 import type { Position, PositionStore } from './storage.js';
 
 /** A chat message, delivered once, in `seq` order. */
@@ -26,8 +26,12 @@ export interface Joined {
   epoch: string;
   /** The room's latest seq at the join. */
   seq: number;
-  /** Users present on every node, sorted. */
+  /** Users present on every node, sorted: all of them, or the first page when `membersMore`. */
   members: string[];
+  /** How many users are present on every node. */
+  memberCount: number;
+  /** `members` is the first page of a big room: read on with `room.membersPage()`. */
+  membersMore: boolean;
   /**
    * False when the server could not resume where this client left off (another
    * epoch, history trimmed, or the server restarted the room unasked): messages
@@ -41,6 +45,26 @@ export interface Presence {
   room: string;
   user: string;
   state: PresenceState;
+}
+
+/**
+ * The room's member count or known members changed. `complete` says whether
+ * `room.members` is the whole list; in a big room it is not (the server sends
+ * the first page and then presence in bounded batches) and the application
+ * reads pages with `room.membersPage()` when it wants more.
+ */
+export interface MembersChanged {
+  room: string;
+  count: number;
+  complete: boolean;
+}
+
+/** A page of the room's members, ascending by name. */
+export interface MembersPage {
+  room: string;
+  members: string[];
+  /** Users named after the last one remain: pass it as `after`. */
+  more: boolean;
 }
 
 /** A page of history, ascending by seq. */
@@ -74,6 +98,7 @@ export type RoomEvents = {
   message: Message;
   joined: Joined;
   presence: Presence;
+  members: MembersChanged;
   /** Messages that neither the server's replay nor its history could supply (trimmed): `from`..`to` inclusive. */
   gap: { room: string; epoch: string; from: number; to: number };
   error: PalaverError;
@@ -87,6 +112,7 @@ export interface RoomLink {
   frame(frame: { type: 'join'; room: string; since?: Since } | { type: 'leave' | 'typing'; room: string }): void;
   awaitJoined(room: string): void;
   history(room: string, query: HistoryQuery): Promise<HistoryFrame>;
+  members(room: string, query: { after?: string; limit?: number }): Promise<MembersFrame>;
   send(room: string, text: string, id?: string): Promise<Ack>;
   dropSends(room: string, why: PalaverError): void;
   forget(room: Room): void;
@@ -102,6 +128,8 @@ export class Room extends Emitter<RoomEvents> {
   private wanted = false;
   private live = false;
   private memberSet = new Set<string>();
+  private count = 0;
+  private complete = true;
   private joinWaiters: { resolve: (j: Joined) => void; reject: (e: PalaverError) => void }[] = [];
   /** Messages that arrived past a gap, held until history fills it. */
   private held = new Map<number, Message>();
@@ -127,9 +155,36 @@ export class Room extends Emitter<RoomEvents> {
     return this.live;
   }
 
-  /** Users present in the room (sorted), as of `joined` plus presence since. */
+  /**
+   * Users present in the room (sorted), as of `joined` plus presence since:
+   * the whole list in a small room, the ones known so far in a big one (see
+   * `membersComplete`).
+   */
   get members(): string[] {
     return [...this.memberSet].sort();
+  }
+
+  /** How many users are present on every node (from the server, kept current by presence). */
+  get memberCount(): number {
+    return this.count;
+  }
+
+  /** Whether `members` is the whole list (false in a big room: page with `membersPage`). */
+  get membersComplete(): boolean {
+    return this.complete;
+  }
+
+  /**
+   * A page of the room's members by name, read from the server (the room must
+   * be joined). Page on with `after` set to the last name of the previous page.
+   * Users it returns are added to `members`.
+   */
+  async membersPage(query: { after?: string; limit?: number } = {}): Promise<MembersPage> {
+    if (!this.live) throw new PalaverError('not_joined', `${this.name} is not joined`, true);
+    const page = await this.link.members(this.name, query);
+    for (const user of page.members) this.memberSet.add(user);
+    if (query.after === undefined && !page.more && this.memberSet.size === page.members.length) this.complete = true;
+    return { room: this.name, members: page.members, more: page.more };
   }
 
   /** The epoch of the messages delivered, once known. */
@@ -237,12 +292,23 @@ export class Room extends Emitter<RoomEvents> {
     this.held.clear();
     this.filling = false;
     this.memberSet = new Set(f.members);
+    this.count = f.member_count ?? f.members.length;
+    this.complete = !f.members_more;
     const p = this.position;
     if (!p || !f.recovered || p.epoch !== f.epoch) this.moveTo({ epoch: f.epoch, seq: f.seq });
-    const joined: Joined = { room: this.name, epoch: f.epoch, seq: f.seq, members: [...f.members].sort(), recovered: f.recovered };
+    const joined: Joined = {
+      room: this.name,
+      epoch: f.epoch,
+      seq: f.seq,
+      members: [...f.members].sort(),
+      memberCount: this.count,
+      membersMore: !this.complete,
+      recovered: f.recovered,
+    };
     this.lastJoined = joined;
     for (const w of this.joinWaiters.splice(0)) w.resolve(joined);
     this.emit('joined', joined);
+    this.membersChanged();
   }
 
   /** @internal The join was refused. */
@@ -269,12 +335,34 @@ export class Room extends Emitter<RoomEvents> {
     this.accept(m);
   }
 
-  /** @internal */
+  /** @internal One change, as it happens (a small room). */
   onPresence(user: string, state: PresenceState): void {
     if (!this.live) return;
+    this.apply(user, state);
+    if (state === 'join') this.count++;
+    if (state === 'leave') this.count = Math.max(0, this.count - 1);
+    if (state !== 'typing') this.membersChanged();
+  }
+
+  /** @internal Changes of a big room, coalesced: apply `joined`, then `left`; the count is the server's. */
+  onPresenceBatch(f: PresenceBatchFrame): void {
+    if (!this.live) return;
+    for (const user of f.joined) this.apply(user, 'join');
+    for (const user of f.left) this.apply(user, 'leave');
+    for (const user of f.typing) this.apply(user, 'typing');
+    if (f.member_count !== undefined) this.count = f.member_count;
+    if (f.truncated) this.complete = false;
+    if (f.joined.length > 0 || f.left.length > 0 || f.member_count !== undefined) this.membersChanged();
+  }
+
+  private apply(user: string, state: PresenceState): void {
     if (state === 'join') this.memberSet.add(user);
     if (state === 'leave') this.memberSet.delete(user);
     this.emit('presence', { room: this.name, user, state });
+  }
+
+  private membersChanged(): void {
+    this.emit('members', { room: this.name, count: this.count, complete: this.complete });
   }
 
   /** @internal An error about this room: a refused request, or a send's retryable error (it is retried). */

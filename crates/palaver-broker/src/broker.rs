@@ -217,6 +217,11 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> Result<MembersPage, BrokerError>;
 
+    /// How many users are present in the room across the cluster, O(log N).
+    async fn member_count(&self, room: &RoomName) -> Result<u64, BrokerError> {
+        Ok(self.members_page(room, None, 1).await?.count)
+    }
+
     /// Whether the broker can serve traffic now (for `/readyz`).
     fn is_ready(&self) -> bool;
 

@@ -12,16 +12,16 @@ use std::{fmt, str::FromStr};
 use palaver_protocol::{RoomName, names::MAX_ROOM_LEN};
 
 /// Most patterns one token's `rooms` claim may carry.
-pub const MAX_GRANTS: usize = 256;
+pub(crate) const MAX_GRANTS: usize = 256;
 
 /// A room name, or a glob over room names where `*` matches any run of
 /// characters (`team-*`, `*:ops`, `*`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct RoomPattern(String);
+pub(crate) struct RoomPattern(String);
 
 /// Why a pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PatternError {
+pub(crate) enum PatternError {
     /// Empty pattern.
     #[error("empty room pattern")]
     Empty,
@@ -35,7 +35,7 @@ pub enum PatternError {
 
 impl RoomPattern {
     /// Validates a pattern: room-name characters plus `*`.
-    pub fn parse(s: &str) -> Result<Self, PatternError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, PatternError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(PatternError::Empty);
@@ -54,13 +54,8 @@ impl RoomPattern {
 
     /// Whether the room matches. Linear in practice; at worst
     /// pattern length × name length, both bounded.
-    pub fn matches(&self, room: &str) -> bool {
+    pub(crate) fn matches(&self, room: &str) -> bool {
         glob(self.0.as_bytes(), room.as_bytes())
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -108,16 +103,17 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 
 /// A set of patterns: the node's private rooms, or one token's grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomPatterns(Vec<RoomPattern>);
+pub(crate) struct RoomPatterns(Vec<RoomPattern>);
 
 impl RoomPatterns {
     /// Patterns from a list.
-    pub fn new(patterns: Vec<RoomPattern>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(patterns: Vec<RoomPattern>) -> Self {
         RoomPatterns(patterns)
     }
 
     /// Parses a token's `rooms` claim, refusing malformed or too many entries.
-    pub fn from_claim(claim: &[String]) -> Result<Self, PatternError> {
+    pub(crate) fn from_claim(claim: &[String]) -> Result<Self, PatternError> {
         if claim.len() > MAX_GRANTS {
             return Err(PatternError::TooLong(MAX_GRANTS));
         }
@@ -125,12 +121,12 @@ impl RoomPatterns {
     }
 
     /// Whether any pattern matches the room.
-    pub fn matches(&self, room: &str) -> bool {
+    pub(crate) fn matches(&self, room: &str) -> bool {
         self.0.iter().any(|p| p.matches(room))
     }
 
     /// No patterns at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -149,24 +145,19 @@ impl FromStr for RoomPatterns {
 
 /// The node's rule for rooms: which are private.
 #[derive(Debug, Clone, Default)]
-pub struct Access {
+pub(crate) struct Access {
     private: RoomPatterns,
 }
 
 impl Access {
     /// The rule for these private-room patterns.
-    pub fn new(private: RoomPatterns) -> Self {
+    pub(crate) fn new(private: RoomPatterns) -> Self {
         Access { private }
     }
 
     /// Whether a connection holding `grants` may enter the room.
-    pub fn allows(&self, grants: &RoomPatterns, room: &RoomName) -> bool {
+    pub(crate) fn allows(&self, grants: &RoomPatterns, room: &RoomName) -> bool {
         !self.private.matches(room.as_str()) || grants.matches(room.as_str())
-    }
-
-    /// Whether any room is private.
-    pub fn has_private_rooms(&self) -> bool {
-        !self.private.is_empty()
     }
 }
 

@@ -15,12 +15,13 @@
 //! The API is served on the main listener, or with `--api-listen` on its
 //! own (so it can stay off the public load balancer).
 
-pub mod error;
-pub mod input;
-pub mod keys;
-pub mod rooms;
-pub mod stats;
-pub mod users;
+pub(crate) mod error;
+pub(crate) mod input;
+pub(crate) mod keys;
+pub(crate) mod rooms;
+pub(crate) mod state;
+pub(crate) mod stats;
+pub(crate) mod users;
 
 use std::sync::Arc;
 
@@ -38,20 +39,20 @@ use self::{
     error::{ApiCode, ApiError},
     keys::Denied,
 };
-use crate::app::App;
+use crate::node::Node;
 
 /// Where the API lives.
-pub const PREFIX: &str = "/api/v1";
+pub(crate) const PREFIX: &str = "/api/v1";
 
 /// The OpenAPI 3.1 description, compiled in and served as is.
-pub const SPEC: &str = include_str!("../../../docs/openapi.yaml");
+pub(crate) const SPEC: &str = include_str!("../../../docs/openapi.yaml");
 
 /// Largest request body: a message of `--max-text` characters fits many times over.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Every route (method, path under [`PREFIX`]) that needs a key. The router
 /// is built from this list and a test checks it against the spec.
-pub const ROUTES: [(&str, &str); 6] = [
+pub(crate) const ROUTES: [(&str, &str); 6] = [
     ("post", "/rooms/{room}/messages"),
     ("get", "/rooms/{room}/history"),
     ("get", "/rooms/{room}/members"),
@@ -61,9 +62,9 @@ pub const ROUTES: [(&str, &str); 6] = [
 ];
 
 /// The unauthenticated route: the spec itself.
-pub const SPEC_ROUTE: (&str, &str) = ("get", "/openapi.yaml");
+pub(crate) const SPEC_ROUTE: (&str, &str) = ("get", "/openapi.yaml");
 
-fn handler(route: (&str, &str)) -> MethodRouter<Arc<App>> {
+fn handler(route: (&str, &str)) -> MethodRouter<Arc<Node>> {
     match route {
         ("post", "/rooms/{room}/messages") => post(rooms::publish),
         ("get", "/rooms/{room}/history") => get(rooms::history),
@@ -77,7 +78,7 @@ fn handler(route: (&str, &str)) -> MethodRouter<Arc<App>> {
 
 /// The API's routes, nested under [`PREFIX`], or `None` when no key is
 /// configured (the API is off).
-pub fn routes(app: &Arc<App>) -> Option<Router<Arc<App>>> {
+pub(crate) fn routes(app: &Arc<Node>) -> Option<Router<Arc<Node>>> {
     if !app.security.api.enabled() {
         return None;
     }
@@ -101,7 +102,7 @@ async fn spec() -> Response {
 }
 
 /// Lets a request through only with a configured key within its budget.
-async fn authorize(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn authorize(State(app): State<Arc<Node>>, request: Request, next: Next) -> Response {
     match app.security.api.admit(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(Denied::Unauthorized) => {

@@ -1,8 +1,8 @@
-//! One WebSocket connection: a read task and a write task joined by the
-//! client's bounded queue.
+//! One WebSocket connection: a read pump and a write pump, two futures polled
+//! by the connection's one task, joined by the client's bounded queue.
 //!
-//! The read task (the read pump) decodes frames, enforces the read deadline
-//! and runs the session's requests; the write task (the write pump) drains the
+//! The read pump decodes frames, enforces the read deadline and runs the
+//! session's requests; the write pump drains the
 //! queue into the socket, batching whatever is queued into one flush, sends
 //! pings, and enforces the write timeout. Either one ending closes the client,
 //! which ends the other. A write that times out means the client is not
@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
@@ -25,73 +25,56 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
-    app::{App, bump},
     identity::{Identity, new_session_id},
-    metrics::Metrics,
+    metrics::{Metrics, bump},
+    node::Node,
     ratelimit::{Verdict, frame_reference},
     security::Security,
     session::Session,
+    socket::{ABNORMAL, LINGER, Socket, linger},
 };
 
-/// The upgraded socket, boxed once at the upgrade: passed by value through
-/// several async fns, an inline `WebSocket` (~600 bytes of protocol state)
-/// would be stored again in each one's state for the connection's lifetime.
-pub type Socket = Box<WebSocket>;
-
-/// Longest wait for the peer's close reply after our close frame.
-const LINGER: Duration = Duration::from_secs(2);
 /// Frames written per flush at most, so one busy client cannot starve pings.
 const MAX_BATCH: usize = 64;
 
 /// Serves one upgraded, authenticated socket until it closes.
-pub async fn serve(socket: Socket, app: Arc<App>, identity: Identity) {
+pub(crate) async fn serve(socket: Socket, app: Arc<Node>, identity: Identity) {
     let session_id = new_session_id();
     let Identity { user, grants, expires, .. } = identity;
     let span =
         tracing::info_span!("connection", session = %session_id, user = %user, node = %app.node_id);
-    async move {
-        bump(&app.stats.total);
-        app.stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!("connected");
-        let (client, outbox) =
-            Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
-        app.registry.register(&client);
-        let (sink, stream) = socket.split();
-        // Not instrumented: entering the span on every poll of the hottest task
-        // costs more than the few events it logs (they carry the session).
-        let writer = tokio::spawn(write_pump(sink, outbox, client.clone(), app.clone()));
-        let mut session = Session::new(app.clone(), client.clone(), grants);
+    bump(&app.stats.total);
+    app.stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(parent: &span, "connected");
+    let (client, outbox) =
+        Client::new(Arc::from(session_id), user, app.client_config, app.shutdown.child_token());
+    app.registry.register(&client);
+    let (sink, stream) = socket.split();
+    let mut session = Session::new(app.clone(), client.clone(), grants);
+    let reading = async {
         // Work that runs once per connection (or per request) is boxed: an
         // async fn's state is as large as its largest await point, and every
         // idle connection would otherwise carry the biggest request's state.
         Box::pin(session.welcome()).await;
         let open = read_pump(stream, &mut session, &client, &app, expires).await;
-        let (_, _) = tokio::join!(writer, Box::pin(session.depart_all()));
-        if let Some(stream) = open {
-            Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
-        }
-        app.registry.unregister(&client);
-        app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        app.metrics.connection_closed(client.close_code());
-        tracing::debug!(code = client.close_code(), "disconnected");
+        Box::pin(session.depart_all()).await;
+        open
     }
-    .instrument(span)
-    .await;
-}
-
-/// Completes the closing handshake: after our close frame, keep reading (and
-/// discarding) until the peer's close or EOF, bounded by `limit`. Dropping the
-/// socket earlier would make the kernel answer the peer's late frames (a
-/// pong) with a reset, which destroys the close frame before the peer reads it.
-async fn linger(mut stream: SplitStream<Socket>, limit: Duration) {
-    let _ = timeout(limit, async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+    .instrument(span.clone());
+    // Both pumps are polled by this one task: a second task per connection
+    // would cost its own allocation, and a wake-up per queued frame would
+    // cross tasks. The read pump waits for room in the queue, the write
+    // pump drains it, so neither can stall the other. The write pump is not
+    // instrumented: entering the span on every poll of the hottest future
+    // costs more than the few events it logs (they carry the session).
+    let (open, ()) = tokio::join!(reading, write_pump(sink, outbox, &client, &app));
+    if let Some(stream) = open {
+        Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
+    }
+    app.registry.unregister(&client);
+    app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    app.metrics.connection_closed(client.close_code());
+    tracing::debug!(parent: &span, code = client.close_code(), "disconnected");
 }
 
 /// Reads frames until the client goes, is closed, its token expires, or the
@@ -101,7 +84,7 @@ async fn read_pump(
     mut stream: SplitStream<Socket>,
     session: &mut Session,
     client: &Client,
-    app: &App,
+    app: &Node,
     expires: Option<SystemTime>,
 ) -> Option<SplitStream<Socket>> {
     let deadline = app.config.read_deadline;
@@ -169,7 +152,12 @@ async fn read_pump(
                 return None;
             }
             Some(Err(e)) => {
-                let code = close_code_for(e);
+                let Some(code) = close_code_for(e) else {
+                    // Not a protocol violation, and no one to send a close frame to.
+                    tracing::info!("connection reset without a closing handshake");
+                    client.close_with(ABNORMAL);
+                    return None;
+                };
                 tracing::info!(code = code.code(), "read failed; closing");
                 client.close(code);
                 return Some(stream);
@@ -189,11 +177,15 @@ async fn read_pump(
     }
 }
 
-/// Maps a read error to the close code the client gets.
-fn close_code_for(error: axum::Error) -> CloseCode {
-    use tungstenite::error::{CapacityError, Error};
-    match error.into_inner().downcast::<Error>() {
+/// Maps a read error to the close code the client gets; `None` when the
+/// peer vanished (a TCP reset, or EOF without a close frame).
+fn close_code_for(error: axum::Error) -> Option<CloseCode> {
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+    Some(match error.into_inner().downcast::<Error>() {
         Ok(e) => match *e {
+            Error::Io(_) | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return None;
+            }
             Error::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::TooBig,
             Error::Capacity(_) => CloseCode::TooBig,
             Error::Utf8(_) => CloseCode::InvalidPayload,
@@ -201,7 +193,7 @@ fn close_code_for(error: axum::Error) -> CloseCode {
             _ => CloseCode::Normal,
         },
         Err(_) => CloseCode::Normal,
-    }
+    })
 }
 
 /// Drains the client's queue into the socket until the client closes, then
@@ -209,8 +201,8 @@ fn close_code_for(error: axum::Error) -> CloseCode {
 async fn write_pump(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
-    client: Arc<Client>,
-    app: Arc<App>,
+    client: &Client,
+    app: &Node,
 ) {
     let write_timeout = app.config.write_timeout;
     let write_delay = app.config.write_delay;
@@ -243,7 +235,7 @@ async fn write_pump(
             Ok(()) => {}
             Err(WriteFailure::TimedOut) => {
                 tracing::info!(session = %client.session(), user = %client.user(), "write timed out; evicting");
-                app.hub.evict(&client);
+                app.hub.evict(client);
                 break false;
             }
             Err(WriteFailure::Failed) => {
@@ -260,7 +252,7 @@ async fn write_pump(
         CloseCode::Normal
     });
     if healthy {
-        Box::pin(close_socket(sink, outbox, &client, &app)).await;
+        Box::pin(close_socket(sink, outbox, client, app)).await;
     }
 }
 
@@ -271,10 +263,13 @@ async fn close_socket(
     mut sink: SplitSink<Socket, Message>,
     mut outbox: Outbox,
     client: &Client,
-    app: &App,
+    app: &Node,
 ) {
     let write_timeout = app.config.write_timeout;
     let code = client.close_code().unwrap_or(CloseCode::GoingAway.code());
+    if code == ABNORMAL {
+        return; // the peer is gone: nothing to drain, and 1006 is never sent
+    }
     if code != CloseCode::TryAgainLater.code() {
         // Graceful: deliver what is already queued (shutdown drains within its deadline).
         while let Some(frame) = outbox.try_recv() {

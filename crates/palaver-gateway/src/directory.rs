@@ -5,15 +5,30 @@
 
 use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
 
-use palaver_broker::{NodeReport, util::now_ms};
+use palaver_broker::{NodeReport, broker::SharedBroker, util::now_ms};
+use palaver_hub::Hub;
+use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::metrics::ConnectionStats;
 
 /// How often a node reports; the Redis broker's `report_ttl` is three times this.
-pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// What a report reads, and the broker it goes to.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    /// This node's id.
+    pub(crate) node_id: String,
+    /// Open connections.
+    pub(crate) stats: Arc<ConnectionStats>,
+    /// Rooms with local members.
+    pub(crate) hub: Arc<Hub>,
+    /// Where reports go.
+    pub(crate) broker: SharedBroker,
+}
 
 /// This node's numbers now.
-pub fn local_report(app: &App) -> NodeReport {
+pub(crate) fn local_report(app: &Reporter) -> NodeReport {
     NodeReport {
         node: app.node_id.clone(),
         connections: app.stats.open.load(Ordering::Relaxed),
@@ -23,12 +38,12 @@ pub fn local_report(app: &App) -> NodeReport {
 }
 
 /// Reports every [`REPORT_EVERY`] until shutdown.
-pub async fn report(app: Arc<App>) {
+pub(crate) async fn report(app: Reporter, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = app.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         // Failures are the broker's to report (metrics, the bus supervisor's logs).

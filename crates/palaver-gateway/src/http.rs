@@ -27,7 +27,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Serves `router` on `listener` until `shutdown`, then stops accepting,
 /// lets in-flight requests finish, and returns. Handlers can read the peer
 /// address with `ConnectInfo<SocketAddr>`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,

@@ -9,26 +9,26 @@ use crate::access::RoomPatterns;
 
 /// The identity a connection was admitted with. Fixed for the connection's life.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The name others see (`welcome.user`, `message.user`, presence).
-    pub user: UserName,
+    pub(crate) user: UserName,
     /// The token's `sub`, for logs; `None` for guests.
-    pub subject: Option<Arc<str>>,
+    pub(crate) subject: Option<Arc<str>>,
     /// Private rooms the token grants (its `rooms` claim); none for guests.
-    pub grants: Arc<RoomPatterns>,
+    pub(crate) grants: Arc<RoomPatterns>,
     /// When the token expires; the connection is closed (4001) then.
-    pub expires: Option<SystemTime>,
+    pub(crate) expires: Option<SystemTime>,
 }
 
 /// The user the server API posts as when the caller names none. Reserved:
 /// no guest may pick it (any case), so a message from it came through the API
 /// (or from a token the application minted with that name).
-pub const SYSTEM_USER: &str = "system";
+pub(crate) const SYSTEM_USER: &str = "system";
 
 /// A guest from the `name` query parameter. `marked`: token users share the
 /// node, so the guest's name carries the guest mark (`~ann`) and can never
 /// pass for theirs.
-pub fn guest(name: Option<&str>, marked: bool) -> Result<Identity, NameError> {
+pub(crate) fn guest(name: Option<&str>, marked: bool) -> Result<Identity, NameError> {
     let generated;
     let name = match name {
         Some(name) => name,
@@ -45,7 +45,7 @@ pub fn guest(name: Option<&str>, marked: bool) -> Result<Identity, NameError> {
 }
 
 /// A fresh session id.
-pub fn new_session_id() -> String {
+pub(crate) fn new_session_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 

@@ -11,11 +11,11 @@ use crate::registry::Registry;
 
 /// Delivers bus events to the local hub, and control orders to the
 /// registry of connections.
-pub struct HubInbox {
+pub(crate) struct HubInbox {
     /// Local rooms and fan-out.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Local connections by user.
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl Inbox for HubInbox {

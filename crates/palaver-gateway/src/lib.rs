@@ -1,40 +1,49 @@
 //! The Palaver gateway node: the `palaver` binary's library.
 //!
-//! It wires the pieces: [`config`] (one clap struct), the broker (memory or
-//! Redis) and the hub through [`inbox`], the HTTP and WebSocket routes in
-//! [`server`], and one [`connection`] (a read task and a write task) per
-//! socket, whose requests a [`session`] handles. [`metrics`] serves
-//! `/metrics` (the broker is wrapped in a [`metered_broker`]) and
-//! [`telemetry`] sets up logs and OpenTelemetry traces. [`security`] admits
-//! connections ([`auth`], [`origin`], [`ratelimit`]) and [`access`] keeps
-//! private rooms private. [`api`] is the server API for applications'
-//! backends (publish, history, members, rooms, disconnect, stats), with
-//! [`registry`] (connections by user) and [`directory`] (this node's report
-//! to the cluster) behind it; [`cli`] is its command-line client.
+//! Its modules form layers; each imports only from layers below it (the
+//! test `tests/layers.rs` fails on any import cycle, and
+//! `docs/architecture.md` draws the layers):
+//!
+//! 1. Leaves, no I/O: `config` (one clap struct) and what it names:
+//!    `access` (private rooms), `origin`, `ratelimit` budgets,
+//!    `identity`, `token` (JWT verification), `api::keys`; also
+//!    `registry` (connections by user), `web`, `shutdown` (signals).
+//! 2. `metrics` (counters; the broker is wrapped in a `metered_broker`),
+//!    `telemetry` (logs and traces), `socket` (the upgraded socket and its
+//!    closing handshake), `security` (the admission policy), `inbox`
+//!    (broker events into the hub), `directory` (this node's report).
+//! 3. `node`: the node state, built once; tasks get narrow handles to it.
+//! 4. `auth` (the handshake after the upgrade), `connection` (a read task
+//!    and a write task per socket), `session` (one connection's requests).
+//! 5. `server` (routes, accept loop, shutdown), `http`, `api` (the
+//!    server API for applications' backends); `cli` and `mint` (the
+//!    binary's subcommands).
 
-pub mod access;
-pub mod api;
-pub mod app;
-pub mod auth;
+mod access;
+mod api;
+mod auth;
 pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod directory;
-pub mod http;
-pub mod identity;
-pub mod inbox;
-pub mod metered_broker;
-pub mod metrics;
+mod config;
+mod connection;
+mod directory;
+mod http;
+mod identity;
+mod inbox;
+mod metered_broker;
+mod metrics;
 pub mod mint;
-pub mod origin;
-pub mod ratelimit;
-pub mod registry;
-pub mod security;
-pub mod server;
-pub mod session;
-pub mod shutdown;
+mod node;
+mod origin;
+mod ratelimit;
+mod registry;
+mod security;
+mod server;
+mod session;
+mod shutdown;
+mod socket;
 pub mod telemetry;
-pub mod web;
+mod token;
+mod web;
 
 pub use config::Config;
 pub use server::run;

@@ -14,14 +14,14 @@ use palaver_protocol::{HistoryQuery, PresenceState, RoomName, UserName};
 use crate::metrics::{BrokerOp, Metrics};
 
 /// Wraps the node's broker; every call is forwarded unchanged.
-pub struct MeteredBroker {
+pub(crate) struct MeteredBroker {
     inner: SharedBroker,
     metrics: Arc<Metrics>,
 }
 
 impl MeteredBroker {
     /// Wraps `inner`, recording into `metrics`.
-    pub fn wrap(inner: SharedBroker, metrics: Arc<Metrics>) -> SharedBroker {
+    pub(crate) fn wrap(inner: SharedBroker, metrics: Arc<Metrics>) -> SharedBroker {
         Arc::new(MeteredBroker { inner, metrics })
     }
 

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the node's counters in the Prometheus text format.
 //!
 //! The message path only ever does relaxed atomic adds: counters that already
-//! exist ([`crate::app::ConnectionStats`], [`palaver_hub::HubStats`], the
+//! exist ([`ConnectionStats`], [`palaver_hub::HubStats`], the
 //! Redis broker's [`palaver_broker::RedisStats`]) stay where they are, and the
 //! few this module adds ([`Metrics`]) are atomics too, histograms included
 //! ([`AtomicHistogram`]: one add per bucket, count and sum, no lock). A scrape
@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -25,7 +25,8 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use palaver_hub::HubStats;
+use palaver_broker::{RedisBroker, broker::SharedBroker};
+use palaver_hub::{Hub, HubStats};
 use palaver_protocol::{CloseCode, ErrorCode};
 use prometheus_client::{
     collector::Collector,
@@ -34,32 +35,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::app::App;
+use crate::socket::ABNORMAL;
 
 /// Close codes with their own label value; anything else is `other`.
 const CLOSE_CODES: [CloseCode; CloseCode::ALL.len()] = CloseCode::ALL;
-/// Slots for error codes, indexed by the enum's discriminant; the last one
-/// collects any code past the others (there are 16 today).
-const ERROR_SLOTS: usize = 32;
-/// Error codes exported as zeros before they first happen, so rates work from the start.
-const KNOWN_ERRORS: [ErrorCode; 16] = [
-    ErrorCode::BadJson,
-    ErrorCode::UnknownType,
-    ErrorCode::MissingField,
-    ErrorCode::InvalidField,
-    ErrorCode::BinaryNotSupported,
-    ErrorCode::InvalidRoom,
-    ErrorCode::InvalidId,
-    ErrorCode::EmptyText,
-    ErrorCode::TextTooLong,
-    ErrorCode::NotJoined,
-    ErrorCode::TooManyRooms,
-    ErrorCode::RoomFull,
-    ErrorCode::RateLimited,
-    ErrorCode::Forbidden,
-    ErrorCode::Unavailable,
-    ErrorCode::Internal,
-];
 /// Upper bounds of the write-batch histogram, in frames. A connection
 /// flushes at most 64 frames at once, so the `+Inf` bucket above 63 holds
 /// exactly the full batches: clients whose queue was at least that deep.
@@ -72,7 +51,7 @@ const LATENCY_BOUNDS_US: [u64; 14] = [
 
 /// The broker calls timed by [`crate::metered_broker::MeteredBroker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerOp {
+pub(crate) enum BrokerOp {
     /// `publish`: sequence, store and send one message.
     Publish,
     /// `signal`: a presence or typing event.
@@ -103,7 +82,7 @@ pub enum BrokerOp {
 
 impl BrokerOp {
     /// Every operation, in label order.
-    pub const ALL: [BrokerOp; 13] = [
+    pub(crate) const ALL: [BrokerOp; 13] = [
         BrokerOp::Publish,
         BrokerOp::Signal,
         BrokerOp::Subscribe,
@@ -120,7 +99,7 @@ impl BrokerOp {
     ];
 
     /// The `op` label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BrokerOp::Publish => "publish",
             BrokerOp::Signal => "signal",
@@ -142,7 +121,7 @@ impl BrokerOp {
 /// A histogram made of atomics: fixed bucket bounds, one counter per bucket
 /// (not cumulative; the encoder sums them), a count and a sum.
 #[derive(Debug)]
-pub struct AtomicHistogram {
+pub(crate) struct AtomicHistogram {
     bounds: &'static [u64],
     /// One per bound, plus the overflow bucket.
     buckets: Box<[AtomicU64]>,
@@ -152,7 +131,7 @@ pub struct AtomicHistogram {
 
 impl AtomicHistogram {
     /// An empty histogram over `bounds` (ascending, inclusive upper bounds).
-    pub fn new(bounds: &'static [u64]) -> Self {
+    pub(crate) fn new(bounds: &'static [u64]) -> Self {
         AtomicHistogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -162,7 +141,7 @@ impl AtomicHistogram {
     }
 
     /// Records one value.
-    pub fn observe(&self, value: u64) {
+    pub(crate) fn observe(&self, value: u64) {
         let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +149,7 @@ impl AtomicHistogram {
     }
 
     /// Number of values recorded.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
@@ -199,36 +178,37 @@ impl AtomicHistogram {
 
 /// Per broker operation: latency and failures.
 #[derive(Debug)]
-pub struct BrokerOpStats {
+pub(crate) struct BrokerOpStats {
     /// Call duration, microseconds.
-    pub latency: AtomicHistogram,
+    pub(crate) latency: AtomicHistogram,
     /// Calls that returned an error.
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// The counters this module adds to the node (the rest already exist
 /// elsewhere and are read at scrape time). One per node, in an `Arc`.
 #[derive(Debug)]
-pub struct Metrics {
-    closes: [AtomicU64; CLOSE_CODES.len() + 2],
-    refused: [AtomicU64; REFUSALS.len()],
-    errors: [(OnceLock<&'static str>, AtomicU64); ERROR_SLOTS],
+pub(crate) struct Metrics {
+    /// One per close code, then `1006` (the peer vanished), `other`, `none`.
+    closes: [AtomicU64; CLOSE_CODES.len() + 3],
+    refused: [AtomicU64; Refusal::ALL.len()],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
     write_batches: AtomicHistogram,
     broker: [BrokerOpStats; BrokerOp::ALL.len()],
     /// Publishes that stored a new message.
-    pub published: AtomicU64,
+    pub(crate) published: AtomicU64,
     /// Publishes answered as duplicates (idempotent retries).
-    pub duplicates: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     /// Messages returned by history reads (replayed or requested).
-    pub history_messages: AtomicU64,
+    pub(crate) history_messages: AtomicU64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let metrics = Metrics {
+        Metrics {
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
-            errors: std::array::from_fn(|_| (OnceLock::new(), AtomicU64::new(0))),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
             write_batches: AtomicHistogram::new(&BATCH_BOUNDS),
             broker: std::array::from_fn(|_| BrokerOpStats {
                 latency: AtomicHistogram::new(&LATENCY_BOUNDS_US),
@@ -237,61 +217,79 @@ impl Default for Metrics {
             published: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             history_messages: AtomicU64::new(0),
-        };
-        for code in KNOWN_ERRORS {
-            metrics.error_slot(code);
         }
-        metrics
     }
 }
 
-/// Why an upgrade was refused before it became a connection (label values).
-pub const REFUSALS: [&str; 5] = ["rate", "connections", "origin", "auth", "name"];
+/// Why an upgrade was refused before it became a connection (the `reason`
+/// label of `upgrades_refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 429: the client IP opens connections too fast.
+    Rate,
+    /// 429: the client IP holds too many connections.
+    Connections,
+    /// 403: the page's origin is not allowed.
+    Origin,
+    /// 401: the URL token is invalid or expired.
+    Auth,
+    /// 400: the guest name breaks the rules.
+    Name,
+}
+
+impl Refusal {
+    /// Every reason, in label order: `Refusal::ALL[r as usize] == r`.
+    pub(crate) const ALL: [Refusal; 5] =
+        [Refusal::Rate, Refusal::Connections, Refusal::Origin, Refusal::Auth, Refusal::Name];
+
+    /// The `reason` label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Rate => "rate",
+            Refusal::Connections => "connections",
+            Refusal::Origin => "origin",
+            Refusal::Auth => "auth",
+            Refusal::Name => "name",
+        }
+    }
+}
 
 impl Metrics {
-    /// Counts an upgrade refused with an HTTP error; `reason` is one of [`REFUSALS`].
-    pub fn upgrade_refused(&self, reason: &str) {
-        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
-            self.refused[i].fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts an upgrade refused with an HTTP error.
+    pub(crate) fn upgrade_refused(&self, reason: Refusal) {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a finished connection by the close code it ended with.
-    pub fn connection_closed(&self, code: Option<u16>) {
+    pub(crate) fn connection_closed(&self, code: Option<u16>) {
         let slot = match code {
-            None => CLOSE_CODES.len() + 1,
+            None => CLOSE_CODES.len() + 2,
+            Some(ABNORMAL) => CLOSE_CODES.len(),
             Some(code) => {
-                CLOSE_CODES.iter().position(|c| c.code() == code).unwrap_or(CLOSE_CODES.len())
+                CLOSE_CODES.iter().position(|c| c.code() == code).unwrap_or(CLOSE_CODES.len() + 1)
             }
         };
         self.closes[slot].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an `error` frame sent to a client.
-    pub fn error_frame(&self, code: ErrorCode) {
-        self.error_slot(code).fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn error_slot(&self, code: ErrorCode) -> &AtomicU64 {
-        // Fieldless enum: the discriminant is a dense index. A code past the
-        // table shares the last slot (and its first name) rather than panic.
-        let (name, counter) = &self.errors[(code as usize).min(ERROR_SLOTS - 1)];
-        name.get_or_init(|| code.as_str());
-        counter
+    pub(crate) fn error_frame(&self, code: ErrorCode) {
+        // `ErrorCode::ALL[c as usize] == c` (a protocol test checks it).
+        self.errors[code as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how many frames one socket flush carried.
-    pub fn write_batch(&self, frames: usize) {
+    pub(crate) fn write_batch(&self, frames: usize) {
         self.write_batches.observe(frames as u64);
     }
 
     /// The latency and error counters of one broker operation.
-    pub fn broker_op(&self, op: BrokerOp) -> &BrokerOpStats {
+    pub(crate) fn broker_op(&self, op: BrokerOp) -> &BrokerOpStats {
         &self.broker[op as usize]
     }
 
     /// Records a broker call's duration and outcome.
-    pub fn broker_call(&self, op: BrokerOp, elapsed: Duration, ok: bool) {
+    pub(crate) fn broker_call(&self, op: BrokerOp, elapsed: Duration, ok: bool) {
         let stats = self.broker_op(op);
         stats.latency.observe(elapsed.as_micros().min(u64::MAX as u128) as u64);
         if !ok {
@@ -300,15 +298,31 @@ impl Metrics {
     }
 }
 
+/// Connection counters (exported as metrics).
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionStats {
+    /// Connections currently open.
+    pub(crate) open: AtomicU64,
+    /// Connections accepted since start.
+    pub(crate) total: AtomicU64,
+    /// Frames received from clients.
+    pub(crate) frames_in: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// `GET /metrics`: Prometheus text (0.0.4), or OpenMetrics when the scraper
 /// asks for it in `Accept`.
-pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(crate) async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> Response {
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let mut registry = Registry::with_prefix("palaver");
-    registry.register_collector(Box::new(NodeCollector(app)));
+    registry.register_collector(Box::new(NodeCollector(scrape)));
     let mut body = String::with_capacity(16 * 1024);
     let (encoded, content_type) = if openmetrics {
         (
@@ -327,8 +341,28 @@ pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     }
 }
 
+/// What a scrape reads: the node's counters, and the parts whose state it
+/// reports, taken from the node state when the request comes in.
+#[derive(Clone)]
+pub(crate) struct Scrape {
+    /// This node's id (a label of `build_info`).
+    pub(crate) node_id: String,
+    /// Whether `/readyz` reports ready, at the request.
+    pub(crate) ready: bool,
+    /// The counters this module adds.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Connection counters.
+    pub(crate) stats: Arc<ConnectionStats>,
+    /// Rooms and fan-out counters.
+    pub(crate) hub: Arc<Hub>,
+    /// Whether the bus is up.
+    pub(crate) broker: SharedBroker,
+    /// The Redis broker's counters, when clustered.
+    pub(crate) redis: Option<Arc<RedisBroker>>,
+}
+
 /// Reads every counter of the node at scrape time.
-struct NodeCollector(Arc<App>);
+struct NodeCollector(Scrape);
 
 impl std::fmt::Debug for NodeCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -368,12 +402,7 @@ impl Collector for NodeCollector {
             let labels = [("version", env!("CARGO_PKG_VERSION")), ("node", app.node_id.as_str())];
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
-        gauge(
-            &mut e,
-            "ready",
-            "1 while /readyz reports ready, else 0.",
-            i64::from(app.is_ready()),
-        )?;
+        gauge(&mut e, "ready", "1 while /readyz reports ready, else 0.", i64::from(app.ready))?;
         gauge(
             &mut e,
             "bus_up",
@@ -401,10 +430,11 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            let labels = CLOSE_CODES
-                .iter()
-                .map(|c| c.code().to_string())
-                .chain(["other".to_owned(), "none".to_owned()]);
+            let labels = CLOSE_CODES.iter().map(|c| c.code().to_string()).chain([
+                ABNORMAL.to_string(),
+                "other".to_owned(),
+                "none".to_owned(),
+            ]);
             for (label, count) in labels.zip(&metrics.closes) {
                 let labels = [("code", label.as_str())];
                 ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
@@ -417,8 +447,8 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (reason, count) in REFUSALS.iter().zip(&metrics.refused) {
-                let labels = [("reason", *reason)];
+            for (reason, count) in Refusal::ALL.iter().zip(&metrics.refused) {
+                let labels = [("reason", reason.as_str())];
                 ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -443,17 +473,16 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (name, count) in &metrics.errors {
-                if let Some(name) = name.get() {
-                    let labels = [("code", *name)];
-                    ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
-                }
+            // Every code, zeros included, so rates work from the start.
+            for (code, count) in ErrorCode::ALL.iter().zip(&metrics.errors) {
+                let labels = [("code", code.as_str())];
+                ConstCounter::new(get(count)).encode(family.encode_family(&labels)?)?;
             }
         }
         counter(
             &mut e,
             "messages_published",
-            "Messages this node's clients published (new ones; duplicates excluded).",
+            "Messages published through this node, by its clients and its server API (new ones; duplicates excluded).",
             get(&metrics.published),
         )?;
         counter(
@@ -466,7 +495,7 @@ impl Collector for NodeCollector {
         counter(
             &mut e,
             "hub_messages",
-            "Events (messages and presence) fanned out by this node's hub, once per event.",
+            "Messages fanned out by this node's hub, once per message (presence and typing are not counted).",
             HubStats::get(&hub.messages),
         )?;
         counter(
@@ -559,12 +588,8 @@ impl Collector for NodeCollector {
                     "Pub/sub connections re-established after a loss.",
                     s.reconnects,
                 ),
-                (
-                    "redis_publishes",
-                    "Messages sequenced and published through Redis by this node.",
-                    s.publishes,
-                ),
-                ("redis_duplicates", "Publishes Redis answered as duplicates.", s.duplicates),
+                // Publishes and duplicates are counted once, for both brokers:
+                // messages_published and messages_duplicate.
                 (
                     "redis_publish_batches",
                     "Publish script calls (publishes share calls under load).",
@@ -638,15 +663,24 @@ mod tests {
         m.connection_closed(Some(1001));
         m.connection_closed(Some(4321));
         m.connection_closed(None);
+        m.connection_closed(Some(ABNORMAL));
+        m.connection_closed(Some(ABNORMAL));
         let counts: Vec<u64> = m.closes.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         assert_eq!(counts[1], 2);
-        assert_eq!(counts[CLOSE_CODES.len()], 1);
+        assert_eq!(counts[2], 0, "a reset is not 1002");
+        assert_eq!(counts[CLOSE_CODES.len()], 2);
         assert_eq!(counts[CLOSE_CODES.len() + 1], 1);
+        assert_eq!(counts[CLOSE_CODES.len() + 2], 1);
+
+        for (i, reason) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?} out of place");
+        }
+        m.upgrade_refused(Refusal::Origin);
+        assert_eq!(m.refused[Refusal::Origin as usize].load(Ordering::Relaxed), 1);
 
         m.error_frame(ErrorCode::NotJoined);
-        for code in KNOWN_ERRORS {
-            let (name, count) = &m.errors[code as usize];
-            assert_eq!(name.get(), Some(&code.as_str()), "every known code has its own slot");
+        for code in ErrorCode::ALL {
+            let count = &m.errors[code as usize];
             let expected = u64::from(code == ErrorCode::NotJoined);
             assert_eq!(count.load(Ordering::Relaxed), expected);
         }

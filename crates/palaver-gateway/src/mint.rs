@@ -10,7 +10,7 @@ use palaver_protocol::UserName;
 
 use crate::{
     access::RoomPattern,
-    auth::{Claims, Secret, SigningKey, unix_now},
+    token::{Claims, Secret, SigningKey, unix_now},
 };
 
 /// Mints a token and prints it on stdout.
@@ -21,7 +21,7 @@ use crate::{
     about = "Mint a Palaver access token (a JWT) and print it",
     after_help = "Example: palaver token --secret S --sub alice --name Alice --rooms 'team-*,lobby' --ttl 1h"
 )]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// Shared secret (HS256), the nodes' `--jwt-secret`.
     #[arg(
         long,
@@ -29,39 +29,39 @@ pub struct TokenArgs {
         hide_env_values = true,
         required_unless_present = "private_key"
     )]
-    pub secret: Option<Secret>,
+    pub(crate) secret: Option<Secret>,
 
     /// Private key in PEM form instead of a secret: RSA signs RS256, EC P-256 ES256, Ed25519 EdDSA.
     #[arg(long, conflicts_with = "secret")]
-    pub private_key: Option<PathBuf>,
+    pub(crate) private_key: Option<PathBuf>,
 
     /// The user's id (`sub`).
     #[arg(long)]
-    pub sub: String,
+    pub(crate) sub: String,
 
     /// Display name (`name`), shown to others; default: the `sub`.
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 
     /// Rooms or patterns granted (`rooms`), comma-separated: `team-*,staff`, `*` for all.
     #[arg(long, value_delimiter = ',')]
-    pub rooms: Vec<String>,
+    pub(crate) rooms: Vec<String>,
 
     /// Lifetime of the token (`exp` = now + ttl).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 
     /// Audience (`aud`), when the nodes check one.
     #[arg(long, alias = "audience", env = "PALAVER_JWT_AUDIENCE")]
-    pub aud: Option<String>,
+    pub(crate) aud: Option<String>,
 
     /// Issuer (`iss`), when the nodes check one.
     #[arg(long, alias = "issuer", env = "PALAVER_JWT_ISSUER")]
-    pub iss: Option<String>,
+    pub(crate) iss: Option<String>,
 }
 
 /// Builds and signs the token the arguments describe.
-pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+pub(crate) fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     let name = args.name.as_deref().unwrap_or(&args.sub);
     UserName::parse_unmarked(name).with_context(|| format!("{name:?} is not a valid user name"))?;
     for room in &args.rooms {
@@ -104,7 +104,7 @@ pub fn run() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Verifier;
+    use crate::token::Verifier;
 
     #[test]
     fn minted_tokens_verify() {

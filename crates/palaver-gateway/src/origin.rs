@@ -10,7 +10,7 @@ use axum::http::HeaderValue;
 
 /// The node's origin policy.
 #[derive(Debug, Clone, Default)]
-pub struct Origins {
+pub(crate) struct Origins {
     any: bool,
     allowed: Vec<AllowedOrigin>,
 }
@@ -25,7 +25,7 @@ enum AllowedOrigin {
 
 impl Origins {
     /// The policy for the configured list (entries as in `--allowed-origins`).
-    pub fn new(list: &[String]) -> Origins {
+    pub(crate) fn new(list: &[String]) -> Origins {
         let mut origins = Origins::default();
         for entry in list.iter().map(|e| e.trim().trim_end_matches('/').to_ascii_lowercase()) {
             if entry == "*" {
@@ -45,7 +45,7 @@ impl Origins {
     }
 
     /// Whether an upgrade with these `Origin` and `Host` headers may proceed.
-    pub fn allows(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
+    pub(crate) fn allows(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
         let Some(origin) = origin else { return true };
         if self.any {
             return true;

@@ -29,14 +29,14 @@ const SWEEP_EVERY: u64 = 4096;
 
 /// A rate such as `20/s`, `600/m`, `1000/h`, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate(Option<(NonZeroU32, Duration)>);
+pub(crate) struct Rate(Option<(NonZeroU32, Duration)>);
 
 impl Rate {
     /// No limit.
-    pub const OFF: Rate = Rate(None);
+    pub(crate) const OFF: Rate = Rate(None);
 
     /// The governor quota for this rate with `burst` (0: the rate's own count).
-    pub fn quota(self, burst: u32) -> Option<Quota> {
+    pub(crate) fn quota(self, burst: u32) -> Option<Quota> {
         let (count, period) = self.0?;
         let quota = Quota::with_period(period / count.get())?;
         Some(quota.allow_burst(NonZeroU32::new(burst).unwrap_or(count)))
@@ -74,7 +74,7 @@ impl fmt::Display for Rate {
 
 /// What to do with a client frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within the rate.
     Admit,
     /// Over the rate: refuse with `rate_limited`.
@@ -84,7 +84,7 @@ pub enum Verdict {
 }
 
 /// One connection's frame budget.
-pub struct FrameBudget {
+pub(crate) struct FrameBudget {
     limiter: Option<DefaultDirectRateLimiter>,
     max_strikes: u32,
     window: Duration,
@@ -95,7 +95,7 @@ pub struct FrameBudget {
 impl FrameBudget {
     /// A budget of `rate` with `burst`; more than `max_strikes` refusals
     /// within `window` is abuse (0: never).
-    pub fn new(rate: Rate, burst: u32, max_strikes: u32, window: Duration) -> FrameBudget {
+    pub(crate) fn new(rate: Rate, burst: u32, max_strikes: u32, window: Duration) -> FrameBudget {
         FrameBudget {
             limiter: rate.quota(burst).map(RateLimiter::direct),
             max_strikes,
@@ -106,7 +106,7 @@ impl FrameBudget {
     }
 
     /// Spends one frame.
-    pub fn check(&mut self) -> Verdict {
+    pub(crate) fn check(&mut self) -> Verdict {
         let Some(limiter) = &self.limiter else { return Verdict::Admit };
         if limiter.check().is_ok() {
             return Verdict::Admit;
@@ -127,7 +127,7 @@ impl FrameBudget {
 
 /// Why a client IP may not open another connection now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerRefusal {
+pub(crate) enum PeerRefusal {
     /// It holds `--max-conns-per-ip` open connections.
     TooManyConnections,
     /// It opened connections faster than `--conn-rate-per-ip`.
@@ -135,7 +135,7 @@ pub enum PeerRefusal {
 }
 
 /// Per-IP connection accounting, shared by the whole node.
-pub struct PeerLimits {
+pub(crate) struct PeerLimits {
     max_conns: u32,
     open: Mutex<HashMap<IpAddr, u32>>,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -154,7 +154,7 @@ impl fmt::Debug for PeerLimits {
 impl PeerLimits {
     /// At most `max_conns` open connections per IP (0: no limit), opened at
     /// most at `rate` with `burst`.
-    pub fn new(max_conns: u32, rate: Rate, burst: u32) -> PeerLimits {
+    pub(crate) fn new(max_conns: u32, rate: Rate, burst: u32) -> PeerLimits {
         PeerLimits {
             max_conns,
             open: Mutex::new(HashMap::new()),
@@ -165,7 +165,7 @@ impl PeerLimits {
 
     /// Admits one more connection from `ip`, or says why not. The slot is
     /// held for the connection's life and frees itself when dropped.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerSlot, PeerRefusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerSlot, PeerRefusal> {
         let key = peer_key(ip);
         if let Some(rate) = &self.rate {
             if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -191,20 +191,21 @@ impl PeerLimits {
     }
 
     /// Open connections counted for `ip`.
-    pub fn open(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn open(&self, ip: IpAddr) -> u32 {
         self.open.lock().get(&peer_key(ip)).copied().unwrap_or(0)
     }
 }
 
 /// One admitted connection's place in its IP's count.
-pub struct PeerSlot {
+pub(crate) struct PeerSlot {
     limits: Option<Arc<PeerLimits>>,
     key: IpAddr,
 }
 
 impl PeerSlot {
     /// The address the connection is counted under.
-    pub fn key(&self) -> IpAddr {
+    pub(crate) fn key(&self) -> IpAddr {
         self.key
     }
 }
@@ -223,7 +224,7 @@ impl Drop for PeerSlot {
 }
 
 /// The `id` (else the `type`) of a frame refused unread, for the error's `ref`.
-pub fn frame_reference(text: &str) -> Option<String> {
+pub(crate) fn frame_reference(text: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Head {
         #[serde(rename = "type")]
@@ -236,7 +237,7 @@ pub fn frame_reference(text: &str) -> Option<String> {
 
 /// The key an address is counted under: IPv4 as is (also when mapped into
 /// IPv6), IPv6 by its /64.
-pub fn peer_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 /// Open connections of this node, by user.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     users: Mutex<HashMap<UserName, Vec<Arc<Client>>>>,
     /// Close reasons of connections being disconnected, by session.
     farewells: Mutex<HashMap<Arc<str>, Arc<str>>>,
@@ -24,12 +24,12 @@ pub struct Registry {
 
 impl Registry {
     /// Records an open connection.
-    pub fn register(&self, client: &Arc<Client>) {
+    pub(crate) fn register(&self, client: &Arc<Client>) {
         self.users.lock().entry(client.user().clone()).or_default().push(client.clone());
     }
 
     /// Forgets a connection that has ended.
-    pub fn unregister(&self, client: &Client) {
+    pub(crate) fn unregister(&self, client: &Client) {
         let mut users = self.users.lock();
         if let Some(clients) = users.get_mut(client.user()) {
             clients.retain(|c| c.session() != client.session());
@@ -43,7 +43,7 @@ impl Registry {
 
     /// Closes every connection of `user` with `code` and `reason`; returns
     /// how many there were.
-    pub fn disconnect(&self, user: &UserName, code: u16, reason: &str) -> usize {
+    pub(crate) fn disconnect(&self, user: &UserName, code: u16, reason: &str) -> usize {
         let clients = self.users.lock().get(user).cloned().unwrap_or_default();
         let reason: Arc<str> = Arc::from(reason);
         for client in &clients {
@@ -54,12 +54,13 @@ impl Registry {
     }
 
     /// The reason an operator gave for closing this connection, if one did.
-    pub fn farewell(&self, session: &str) -> Option<Arc<str>> {
+    pub(crate) fn farewell(&self, session: &str) -> Option<Arc<str>> {
         self.farewells.lock().get(session).cloned()
     }
 
     /// Open connections of `user` on this node.
-    pub fn connections_of(&self, user: &UserName) -> usize {
+    #[cfg(test)]
+    pub(crate) fn connections_of(&self, user: &UserName) -> usize {
         self.users.lock().get(user).map_or(0, Vec::len)
     }
 }

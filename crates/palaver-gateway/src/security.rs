@@ -17,40 +17,39 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use palaver_protocol::{CloseCode, NameError};
+use palaver_protocol::NameError;
 
 use crate::{
     access::Access,
     api::keys::ApiKeys,
-    app::App,
-    auth::{self, AuthError, AuthMode, Verifier},
     config::Config,
-    connection::Socket,
     identity::{self, Identity},
+    metrics::Refusal,
     origin::Origins,
     ratelimit::{FrameBudget, PeerLimits, PeerRefusal, PeerSlot},
+    token::{AuthError, AuthMode, Verifier},
 };
 
 /// Everything the node checks about a connection, from the config.
 #[derive(Debug)]
-pub struct Security {
+pub(crate) struct Security {
     /// Guests allowed, or tokens only.
-    pub mode: AuthMode,
+    pub(crate) mode: AuthMode,
     /// Checks tokens; `None` when no key is configured.
-    pub verifier: Option<Verifier>,
+    pub(crate) verifier: Option<Verifier>,
     /// Which rooms are private.
-    pub access: Access,
+    pub(crate) access: Access,
     /// Which pages may open a WebSocket.
-    pub origins: Origins,
+    pub(crate) origins: Origins,
     /// Per-IP connection counts and rates.
-    pub peers: Arc<PeerLimits>,
+    pub(crate) peers: Arc<PeerLimits>,
     /// Server API keys and their budgets.
-    pub api: ApiKeys,
+    pub(crate) api: ApiKeys,
     client_ip_header: Option<HeaderName>,
 }
 
 /// How a connection will be identified once upgraded.
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// Already known from the request (a verified URL token, or a guest name).
     Known(Identity),
     /// Token mode without a URL token: the first frame must be `auth`.
@@ -58,14 +57,14 @@ pub enum Credentials {
 }
 
 /// An admitted upgrade: its credentials and its place in its IP's count.
-pub struct Admission {
-    credentials: Credentials,
-    slot: PeerSlot,
+pub(crate) struct Admission {
+    pub(crate) credentials: Credentials,
+    pub(crate) slot: PeerSlot,
 }
 
 /// Why an upgrade was refused; each becomes a plain HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// 429: the client IP is over a limit.
     Peer(PeerRefusal),
     /// 403: the page's origin is not allowed.
@@ -78,13 +77,13 @@ pub enum Refused {
 
 impl Refused {
     /// The `reason` label of the `upgrades_refused` metric.
-    pub fn metric_reason(&self) -> &'static str {
+    pub(crate) fn metric_reason(&self) -> Refusal {
         match self {
-            Refused::Peer(PeerRefusal::TooFast) => "rate",
-            Refused::Peer(PeerRefusal::TooManyConnections) => "connections",
-            Refused::Origin => "origin",
-            Refused::Auth(_) => "auth",
-            Refused::Name(_) => "name",
+            Refused::Peer(PeerRefusal::TooFast) => Refusal::Rate,
+            Refused::Peer(PeerRefusal::TooManyConnections) => Refusal::Connections,
+            Refused::Origin => Refusal::Origin,
+            Refused::Auth(_) => Refusal::Auth,
+            Refused::Name(_) => Refusal::Name,
         }
     }
 }
@@ -125,7 +124,7 @@ impl IntoResponse for Refused {
 }
 
 /// Refuses configurations that could not admit anyone sensibly.
-pub fn check(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
     let has_key = config.jwt_secret.is_some() || config.jwt_public_key.is_some();
     if config.auth == AuthMode::Token && !has_key {
         anyhow::bail!("--auth token needs --jwt-secret or --jwt-public-key");
@@ -141,7 +140,7 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 
 impl Security {
     /// The policy the config describes.
-    pub fn from_config(config: &Config) -> Security {
+    pub(crate) fn from_config(config: &Config) -> Security {
         Security {
             mode: config.auth,
             verifier: Verifier::new(
@@ -164,7 +163,7 @@ impl Security {
     }
 
     /// A fresh frame budget for one connection.
-    pub fn frame_budget(config: &Config) -> FrameBudget {
+    pub(crate) fn frame_budget(config: &Config) -> FrameBudget {
         FrameBudget::new(
             config.rate_limit,
             config.rate_burst,
@@ -174,7 +173,7 @@ impl Security {
     }
 
     /// Decides an upgrade request. `Err` is the HTTP response refusing it.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         peer: SocketAddr,
         headers: &HeaderMap,
@@ -233,43 +232,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Serves an admitted, upgraded socket: authenticates it by its first frame
-/// if needed, then runs the connection. The IP slot is held throughout.
-pub async fn serve(mut socket: Socket, app: Arc<App>, admission: Admission) {
-    let Admission { credentials, slot } = admission;
-    let identity = match credentials {
-        Credentials::Known(identity) => identity,
-        Credentials::AwaitFrame => {
-            let verifier = app.security.verifier.as_ref();
-            let awaited = tokio::select! {
-                awaited = auth::await_auth_frame(
-                    &mut socket,
-                    verifier,
-                    app.config.auth_timeout,
-                    &app.limits,
-                ) => awaited,
-                () = app.shutdown.cancelled() => {
-                    auth::close(socket, CloseCode::GoingAway, CloseCode::GoingAway.reason()).await;
-                    return;
-                }
-            };
-            match awaited {
-                Ok(identity) => identity,
-                Err(e) => {
-                    tracing::info!(ip = %slot.key(), reason = %e, "authentication failed; closing 4001");
-                    auth::refuse(socket, &e).await;
-                    return;
-                }
-            }
-        }
-    };
-    if let Some(subject) = &identity.subject {
-        tracing::debug!(sub = %subject, user = %identity.user, "authenticated");
-    }
-    crate::connection::serve(socket, app, identity).await;
-    drop(slot);
 }
 
 #[cfg(test)]

@@ -12,17 +12,16 @@ use axum::{
 };
 use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
 use palaver_hub::Hub;
+use palaver_protocol::RoomName;
+use tokio_util::sync::CancellationToken;
 
-use crate::{app::App, config::Config, inbox::HubInbox, registry::Registry, web};
-
-/// The broker the config asks for: Redis when `--redis-url` or
-/// `--redis-cluster` is set, else memory.
-pub struct Backend {
-    /// The broker every connection uses.
-    pub broker: SharedBroker,
-    /// The Redis broker itself, when clustered (for its stats).
-    pub redis: Option<Arc<RedisBroker>>,
-}
+use crate::{
+    config::Config,
+    inbox::HubInbox,
+    node::{Backend, Node},
+    registry::Registry,
+    web,
+};
 
 /// Builds the broker the config asks for.
 async fn backend(
@@ -56,7 +55,7 @@ async fn backend(
 
 /// The HTTP routes of a node: WebSocket, probes, metrics, the web chat, and
 /// the server API unless it has a listener of its own.
-pub fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<Node>) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
@@ -71,12 +70,12 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// The routes of the `--api-listen` listener: the server API and `/healthz`.
-fn api_router(app: Arc<App>) -> Option<Router> {
+fn api_router(app: Arc<Node>) -> Option<Router> {
     let api = crate::api::routes(&app)?;
     Some(api.route("/healthz", get(|| async { "ok" })).with_state(app))
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+async fn readyz(State(app): State<Arc<Node>>) -> Response {
     if app.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -85,7 +84,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn upgrade(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -112,7 +111,7 @@ async fn upgrade(
         .max_message_size(config.max_frame)
         .max_frame_size(config.max_frame)
         .on_upgrade(move |socket| {
-            tracker.track_future(crate::security::serve(Box::new(socket), app, admission))
+            tracker.track_future(crate::auth::serve(Box::new(socket), app, admission))
         })
 }
 
@@ -120,15 +119,35 @@ async fn upgrade(
 /// task flushes after each batch anyway. Grows only under load.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Sends big rooms' coalesced presence once a second until shutdown.
-async fn flush_presence(app: Arc<App>) {
+/// Sends big rooms' coalesced presence once a second until shutdown, each
+/// batch with the room's cluster-wide member count.
+async fn flush_presence(hub: Arc<Hub>, broker: SharedBroker, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            _ = tick.tick() => app.hub.flush_presence(),
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let counts = member_counts(&*broker, hub.rooms_with_pending_presence()).await;
+                hub.flush_presence(|room| counts.get(room).copied());
+            }
         }
     }
+}
+
+/// The member counts of `rooms`, read a few at a time; a room whose count
+/// cannot be read now is left out (its batch carries the last one heard).
+async fn member_counts(broker: &dyn Broker, rooms: Vec<RoomName>) -> HashMap<RoomName, u64> {
+    use futures_util::{StreamExt, stream};
+    stream::iter(rooms)
+        .map(|room| async move {
+            let count = broker.member_count(&room).await.ok()?;
+            Some((room, count))
+        })
+        .buffer_unordered(16)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// Runs a node until SIGINT/SIGTERM, then shuts down gracefully.
@@ -150,7 +169,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let app = Arc::new(App::new(config, node_id.clone(), hub, registry, backend));
+    let app = Arc::new(Node::new(config, node_id.clone(), hub, registry, backend));
     // The line tests and scripts wait for; keep its shape (` api=` is added
     // only with --api-listen).
     match &api_listener {
@@ -165,8 +184,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         }
     }
 
-    tokio::spawn(flush_presence(app.clone()));
-    tokio::spawn(crate::directory::report(app.clone()));
+    tokio::spawn(flush_presence(app.hub.clone(), app.broker.clone(), app.shutdown.clone()));
+    tokio::spawn(crate::directory::report(app.reporter(), app.shutdown.clone()));
     let signal_app = app.clone();
     tokio::spawn(async move {
         crate::shutdown::signal().await;

@@ -22,10 +22,7 @@ use palaver_protocol::{
 };
 use tracing::Instrument;
 
-use crate::{
-    access::RoomPatterns,
-    app::{App, bump},
-};
+use crate::{access::RoomPatterns, metrics::bump, node::Node};
 
 /// Messages read from history per round trip while catching up.
 const CATCH_UP_PAGE: u32 = 200;
@@ -33,8 +30,8 @@ const CATCH_UP_PAGE: u32 = 200;
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One connection's rooms and request handling.
-pub struct Session {
-    app: Arc<App>,
+pub(crate) struct Session {
+    app: Arc<Node>,
     client: Arc<Client>,
     rooms: HashMap<RoomName, Arc<Membership>>,
     last_typing: HashMap<RoomName, Instant>,
@@ -67,7 +64,7 @@ impl From<BrokerError> for Refusal {
 
 impl Session {
     /// A session for a freshly accepted client.
-    pub fn new(app: Arc<App>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
+    pub(crate) fn new(app: Arc<Node>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
         Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new(), grants }
     }
 
@@ -85,7 +82,7 @@ impl Session {
     }
 
     /// Sends `welcome`.
-    pub async fn welcome(&self) {
+    pub(crate) async fn welcome(&self) {
         self.reply(ServerFrame::Welcome {
             session: self.client.session().to_string(),
             node: self.app.node_id.clone(),
@@ -105,19 +102,18 @@ impl Session {
     }
 
     /// Sends an `error` frame.
-    pub async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         code: ErrorCode,
         message: impl Into<String>,
         reference: Option<String>,
     ) {
-        bump(&self.app.stats.errors_out);
         self.app.metrics.error_frame(code);
         self.reply(ServerFrame::error(code, message, reference)).await;
     }
 
     /// Handles one text frame.
-    pub async fn handle_text(&mut self, text: &str) {
+    pub(crate) async fn handle_text(&mut self, text: &str) {
         bump(&self.app.stats.frames_in);
         match ClientFrame::decode(text, &self.app.limits) {
             Ok(frame) => self.handle(frame).await,
@@ -250,6 +246,7 @@ impl Session {
         };
         let (cursor, recovered) = resume_point(&head, since.as_ref());
         let epoch = head.epoch.clone();
+        self.app.hub.note_member_count(room, page.count);
         let joined = joined(room.clone(), &head, page, recovered);
         // One step: no presence before `joined`, none lost after it.
         self.app.hub.admit(membership, joined.encode(), epoch, cursor);
@@ -319,7 +316,7 @@ impl Session {
     }
 
     /// Catches up every membership the hub sent back to syncing.
-    pub async fn catch_up_all(&self) {
+    pub(crate) async fn catch_up_all(&self) {
         let syncing: Vec<Arc<Membership>> = self
             .rooms
             .values()
@@ -358,7 +355,7 @@ impl Session {
     }
 
     /// Leaves every room (the connection is gone).
-    pub async fn depart_all(&mut self) {
+    pub(crate) async fn depart_all(&mut self) {
         let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
         for room in rooms {
             self.depart(&room).await;

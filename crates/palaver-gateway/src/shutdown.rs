@@ -1,7 +1,7 @@
 //! The process's shutdown signal: SIGINT or SIGTERM, whichever comes first.
 
 /// Resolves when the process is asked to stop.
-pub async fn signal() {
+pub(crate) async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

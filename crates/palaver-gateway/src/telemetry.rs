@@ -44,7 +44,7 @@ pub struct Telemetry {
 
 /// What the standard environment variables ask of trace export.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Export {
+pub(crate) enum Export {
     /// No export (nothing configured, `none`, or `OTEL_SDK_DISABLED=true`).
     Off,
     /// Export over OTLP.
@@ -59,7 +59,7 @@ impl Export {
     /// Unlike the SDK default (`otlp`), an unset `OTEL_TRACES_EXPORTER`
     /// exports only when an OTLP endpoint is configured: a node started
     /// without any `OTEL_*` variable must not try to reach a collector.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Export {
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Export {
         let set = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Export::Off;
@@ -148,11 +148,6 @@ impl Telemetry {
         Ok(Telemetry { provider })
     }
 
-    /// Whether spans are being exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes buffered spans and stops the exporter (bounded wait).
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
@@ -201,7 +196,7 @@ fn otlp_protocol(get: impl Fn(&str) -> Option<String>) -> String {
 /// The W3C `traceparent` of `span`, or `None` when the span is not traced
 /// (export off, filtered out). Cheap when export is off: no OpenTelemetry
 /// layer is found and nothing is formatted.
-pub fn traceparent(span: &Span) -> Option<String> {
+pub(crate) fn traceparent(span: &Span) -> Option<String> {
     if span.is_disabled() {
         return None;
     }
@@ -215,13 +210,14 @@ pub fn traceparent(span: &Span) -> Option<String> {
 }
 
 /// The `traceparent` of the current span (see [`traceparent`]).
-pub fn current_traceparent() -> Option<String> {
+#[cfg(test)]
+pub(crate) fn current_traceparent() -> Option<String> {
     traceparent(&Span::current())
 }
 
 /// Makes the remote span named by `traceparent` the parent of `span`, which
 /// must not have been entered yet. A malformed value leaves `span` a root.
-pub fn set_remote_parent(span: &Span, traceparent: &str) {
+pub(crate) fn set_remote_parent(span: &Span, traceparent: &str) {
     if span.is_disabled() {
         return;
     }

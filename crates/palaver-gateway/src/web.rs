@@ -15,7 +15,7 @@ const CLIENT_JS: &str = include_str!("../web/palaver-client.js");
 const STYLE: &str = include_str!("../web/style.css");
 
 /// Routes serving the web UI.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route(

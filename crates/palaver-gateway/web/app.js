@@ -7,7 +7,7 @@ import { Palaver, messageId } from '/palaver-client.js';
 const $ = (id) => document.getElementById(id);
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const USER_RE = /^[\p{L}\p{M}\p{N} _.-]{1,32}$/u;
-const PAGE = 50, TYPING_SEND_MS = 2000, TYPING_SHOW_MS = 3000;
+const PAGE = 50, MEMBERS_PAGE = 100, TYPING_SEND_MS = 2000, TYPING_SHOW_MS = 3000;
 
 // ---- State -------------------------------------------------------------
 const S = {
@@ -20,7 +20,11 @@ const S = {
 // order; `epoch` is the epoch of the messages held here.
 function newRoom(name) {
   return {
+    // members: the names known (all of a small room; of a big one, the first
+    // page, who joined since and pages read on demand); shown: how many the
+    // list shows at most.
     name, room: null, epoch: null, msgs: [], bySeq: new Map(), stale: [], members: new Set(),
+    shown: MEMBERS_PAGE, loadingMembers: false,
     typing: new Map(), unread: 0, loaded: false, olderMore: false, loadingOlder: false,
     notice: '', el: null,
   };
@@ -98,6 +102,7 @@ function watchRoom(r) {
   r.room.on('joined', live((j) => onJoined(r, j)));
   r.room.on('message', live((m) => onMessage(r, m)));
   r.room.on('presence', live((p) => onPresence(r, p)));
+  r.room.on('members', live(() => { if (r.name === S.current) renderMembers(); }));
   r.room.on('error', live((e) => {
     const retrying = e.retryable && S.outbox.some((x) => x.id === e.ref);
     showError(e.code, e.message + (retrying ? ' (will retry)' : ''));
@@ -348,9 +353,14 @@ function renderOlder() {
   if (wasFocused && btn.hidden) $('scroller').focus();
 }
 
+// The member list shows at most `r.shown` names (a big room has thousands), in
+// the server's order (so the last one shown is where the next page starts);
+// the count is the server's, cluster-wide. "Show more" reads the next page.
+const shownMembers = (r) => [...r.members].sort().slice(0, r.shown);
+
 function renderMembers() {
   const r = cur();
-  const names = r ? [...r.members].sort((a, b) => a.localeCompare(b)) : [];
+  const names = r ? shownMembers(r) : [];
   const items = names.map((n) => {
     const li = el('li', 'member', n);
     li.dataset.user = n;
@@ -358,7 +368,33 @@ function renderMembers() {
     return li;
   });
   $('members').replaceChildren(...items);
-  $('member-count').textContent = r ? `(${names.length})` : '';
+  const count = r ? Math.max(r.room.memberCount, r.members.size) : 0;
+  $('member-count').textContent = r ? `(${count})` : '';
+  const more = count - names.length;
+  const btn = $('more-members');
+  btn.hidden = !(r && more > 0);
+  btn.disabled = !!(r && r.loadingMembers);
+  btn.textContent = `Show more (${more} more)`;
+}
+
+async function showMoreMembers() {
+  const r = cur();
+  if (!r || r.loadingMembers) return;
+  const last = shownMembers(r).at(-1);
+  r.shown += MEMBERS_PAGE;
+  if (!r.room.membersComplete && last !== undefined) {
+    r.loadingMembers = true;
+    renderMembers();
+    try {
+      const page = await r.room.membersPage({ after: last, limit: MEMBERS_PAGE });
+      for (const n of page.members) r.members.add(n);
+    } catch (e) {
+      showError(e.code, e.message);
+    } finally {
+      r.loadingMembers = false;
+    }
+  }
+  if (r.name === S.current) renderMembers();
 }
 
 function renderTyping() {
@@ -521,6 +557,7 @@ function init() {
   $('error-dismiss').addEventListener('click', () => { $('error-banner').hidden = true; });
   $('notice-dismiss').addEventListener('click', () => { if (cur()) cur().notice = ''; $('room-notice').hidden = true; });
   $('logout-btn').addEventListener('click', signOut);
+  $('more-members').addEventListener('click', showMoreMembers);
   $('menu-btn').addEventListener('click', () => (sidebarOpen() ? closeSidebar() : openSidebar()));
   $('backdrop').addEventListener('click', closeSidebar);
   document.addEventListener('keydown', (ev) => {
@@ -538,6 +575,7 @@ window.palaver = {
         epoch: r.room.epoch ?? null, seq: r.room.seq, joined: r.room.joined, unread: r.unread,
         messages: r.msgs.map((m) => ({ seq: m.seq, id: m.id, user: m.user, text: m.text })),
         members: [...r.members].sort(),
+        memberCount: r.room.memberCount, membersComplete: r.room.membersComplete,
         pending: S.outbox.filter((e) => e.room === r.name).map((e) => ({ id: e.id, text: e.text, status: e.status })),
       };
     }

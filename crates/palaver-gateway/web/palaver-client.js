@@ -167,6 +167,8 @@ var Room = class extends Emitter {
   wanted = false;
   live = false;
   memberSet = /* @__PURE__ */ new Set();
+  count = 0;
+  complete = true;
   joinWaiters = [];
   /** Messages that arrived past a gap, held until history fills it. */
   held = /* @__PURE__ */ new Map();
@@ -179,9 +181,33 @@ var Room = class extends Emitter {
   get joined() {
     return this.live;
   }
-  /** Users present in the room (sorted), as of `joined` plus presence since. */
+  /**
+   * Users present in the room (sorted), as of `joined` plus presence since:
+   * the whole list in a small room, the ones known so far in a big one (see
+   * `membersComplete`).
+   */
   get members() {
     return [...this.memberSet].sort();
+  }
+  /** How many users are present on every node (from the server, kept current by presence). */
+  get memberCount() {
+    return this.count;
+  }
+  /** Whether `members` is the whole list (false in a big room: page with `membersPage`). */
+  get membersComplete() {
+    return this.complete;
+  }
+  /**
+   * A page of the room's members by name, read from the server (the room must
+   * be joined). Page on with `after` set to the last name of the previous page.
+   * Users it returns are added to `members`.
+   */
+  async membersPage(query = {}) {
+    if (!this.live) throw new PalaverError("not_joined", `${this.name} is not joined`, true);
+    const page = await this.link.members(this.name, query);
+    for (const user of page.members) this.memberSet.add(user);
+    if (query.after === void 0 && !page.more && this.memberSet.size === page.members.length) this.complete = true;
+    return { room: this.name, members: page.members, more: page.more };
   }
   /** The epoch of the messages delivered, once known. */
   get epoch() {
@@ -276,12 +302,23 @@ var Room = class extends Emitter {
     this.held.clear();
     this.filling = false;
     this.memberSet = new Set(f.members);
+    this.count = f.member_count ?? f.members.length;
+    this.complete = !f.members_more;
     const p = this.position;
     if (!p || !f.recovered || p.epoch !== f.epoch) this.moveTo({ epoch: f.epoch, seq: f.seq });
-    const joined = { room: this.name, epoch: f.epoch, seq: f.seq, members: [...f.members].sort(), recovered: f.recovered };
+    const joined = {
+      room: this.name,
+      epoch: f.epoch,
+      seq: f.seq,
+      members: [...f.members].sort(),
+      memberCount: this.count,
+      membersMore: !this.complete,
+      recovered: f.recovered
+    };
     this.lastJoined = joined;
     for (const w of this.joinWaiters.splice(0)) w.resolve(joined);
     this.emit("joined", joined);
+    this.membersChanged();
   }
   /** @internal The join was refused. */
   onJoinRefused(error) {
@@ -304,12 +341,31 @@ var Room = class extends Emitter {
     }
     this.accept(m);
   }
-  /** @internal */
+  /** @internal One change, as it happens (a small room). */
   onPresence(user, state) {
     if (!this.live) return;
+    this.apply(user, state);
+    if (state === "join") this.count++;
+    if (state === "leave") this.count = Math.max(0, this.count - 1);
+    if (state !== "typing") this.membersChanged();
+  }
+  /** @internal Changes of a big room, coalesced: apply `joined`, then `left`; the count is the server's. */
+  onPresenceBatch(f) {
+    if (!this.live) return;
+    for (const user of f.joined) this.apply(user, "join");
+    for (const user of f.left) this.apply(user, "leave");
+    for (const user of f.typing) this.apply(user, "typing");
+    if (f.member_count !== void 0) this.count = f.member_count;
+    if (f.truncated) this.complete = false;
+    if (f.joined.length > 0 || f.left.length > 0 || f.member_count !== void 0) this.membersChanged();
+  }
+  apply(user, state) {
     if (state === "join") this.memberSet.add(user);
     if (state === "leave") this.memberSet.delete(user);
     this.emit("presence", { room: this.name, user, state });
+  }
+  membersChanged() {
+    this.emit("members", { room: this.name, count: this.count, complete: this.complete });
   }
   /** @internal An error about this room: a refused request, or a send's retryable error (it is retried). */
   onError(error) {
@@ -450,6 +506,7 @@ var Palaver = class extends Emitter {
   outbox = /* @__PURE__ */ new Map();
   joinQueue = [];
   historyQueue = [];
+  membersQueue = [];
   ws;
   pacer;
   current = "disconnected";
@@ -666,6 +723,7 @@ var Palaver = class extends Emitter {
     this.joinQueue = [];
     const lost = new PalaverError("disconnected", "the connection was lost", true);
     for (const h of this.historyQueue.splice(0)) h.reject(lost);
+    for (const m of this.membersQueue.splice(0)) m.reject(lost);
     for (const room of this.rooms.values()) room.connectionLost();
     for (const p of this.outbox.values()) {
       clearTimeout(p.retry);
@@ -733,14 +791,8 @@ var Palaver = class extends Emitter {
         return this.rooms.get(f.room)?.onMessage(f);
       case "presence":
         return this.rooms.get(f.room)?.onPresence(f.user, f.state);
-      case "presence_batch": {
-        const room = this.rooms.get(f.room);
-        if (!room) return;
-        for (const user of f.joined) room.onPresence(user, "join");
-        for (const user of f.left) room.onPresence(user, "leave");
-        for (const user of f.typing) room.onPresence(user, "typing");
-        return;
-      }
+      case "presence_batch":
+        return this.rooms.get(f.room)?.onPresenceBatch(f);
       case "ack": {
         const p = this.outbox.get(f.id);
         if (p && p.room === f.room) this.settle(p, { id: f.id, room: f.room, seq: f.seq, duplicate: f.duplicate });
@@ -748,6 +800,9 @@ var Palaver = class extends Emitter {
       }
       case "history":
         this.historyQueue.shift()?.resolve(f);
+        return;
+      case "members":
+        this.membersQueue.shift()?.resolve(f);
         return;
       case "error":
         return this.onError(f);
@@ -796,6 +851,13 @@ var Palaver = class extends Emitter {
       if (!h) return;
       if (!f.retryable || h.tries >= 5) return h.reject(error);
       later(h.tries++, () => this.requestHistory(h));
+      return;
+    }
+    if (f.ref === "members") {
+      const m = this.membersQueue.shift();
+      if (!m) return;
+      if (!f.retryable || m.tries >= 5) return m.reject(error);
+      later(m.tries++, () => this.requestMembers(m));
       return;
     }
     if (f.ref === "typing" || f.ref === "ping" || f.ref === "leave") return;
@@ -859,12 +921,24 @@ var Palaver = class extends Emitter {
     this.historyQueue.push(h);
     this.write(frame);
   }
+  requestMembers(m) {
+    if (this.current !== "connected" || !this.rooms.get(m.room)?.joined) {
+      m.reject(new PalaverError("disconnected", "the connection was lost", true));
+      return;
+    }
+    const frame = { type: "members", room: m.room };
+    if (m.query.after !== void 0) frame.after = m.query.after;
+    if (m.query.limit !== void 0) frame.limit = m.query.limit;
+    this.membersQueue.push(m);
+    this.write(frame);
+  }
   /** What rooms may ask of the client. */
   link = linkOf(this, {
     connect: () => this.connect(),
     frame: (frame) => this.write(frame),
     awaitJoined: (room) => this.joinQueue.push(room),
     history: (room, query) => new Promise((resolve, reject) => this.requestHistory({ room, query, resolve, reject, tries: 0 })),
+    members: (room, query) => new Promise((resolve, reject) => this.requestMembers({ room, query, resolve, reject, tries: 0 })),
     send: (room, text, id) => this.submit(room, text, id),
     dropSends: (room, why) => {
       for (const p of [...this.outbox.values()]) if (p.room === room) this.settle(p, why);

@@ -69,8 +69,10 @@ pub enum PushError {
     Closed,
 }
 
-/// Past a burst, a drained queue keeping more than this many slots gives them back.
-const KEEP_SLOTS: usize = 16;
+/// A drained queue keeping more than this many slots gives them back: none,
+/// so an idle connection holds no queue buffer (a busy one pays an
+/// allocation per burst, next to the write's syscall).
+const KEEP_SLOTS: usize = 0;
 
 /// Frames waiting for the write task, and their total size.
 #[derive(Default)]

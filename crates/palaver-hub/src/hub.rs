@@ -3,12 +3,15 @@
 use std::{
     collections::{BTreeSet, HashMap},
     hash::{BuildHasher, RandomState},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use palaver_protocol::{
     BusEvent, CloseCode, Envelope, Epoch, Frame, PresenceState, RoomName, Seq, ServerFrame,
-    StoredMessage, UserName, Witness,
+    StoredMessage, UserName, Witness, limits::PRESENCE_BATCH_NAMES,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -21,12 +24,16 @@ use crate::{
 /// Number of independently locked room shards.
 const SHARDS: usize = 64;
 
-/// Presence changes of a big room waiting for the next batch.
+/// Presence changes of a big room waiting for the next batch. Each list
+/// keeps at most [`PRESENCE_BATCH_NAMES`] users, so a join storm of any size
+/// costs bounded memory and one bounded frame per member per flush.
 #[derive(Default)]
 struct PendingPresence {
     joined: BTreeSet<UserName>,
     left: BTreeSet<UserName>,
     typing: BTreeSet<UserName>,
+    /// Some change did not fit in its list.
+    truncated: bool,
 }
 
 impl PendingPresence {
@@ -34,21 +41,36 @@ impl PendingPresence {
         match state {
             PresenceState::Join => {
                 self.left.remove(&user);
-                self.joined.insert(user);
+                self.truncated |= !insert_bounded(&mut self.joined, user);
             }
             PresenceState::Leave => {
+                // The leave stands even after a join of this batch: the user
+                // may have been present before it (a client removing someone
+                // it never had does no harm).
                 self.joined.remove(&user);
                 self.typing.remove(&user);
-                self.left.insert(user);
+                self.truncated |= !insert_bounded(&mut self.left, user);
             }
             PresenceState::Typing => {
-                self.typing.insert(user);
+                // Typing is advisory: beyond the bound it is dropped, not flagged.
+                insert_bounded(&mut self.typing, user);
             }
         }
     }
 
+    /// Something to send: a change kept, or one only counted.
     fn is_empty(&self) -> bool {
-        self.joined.is_empty() && self.left.is_empty() && self.typing.is_empty()
+        self.joined.is_empty() && self.left.is_empty() && self.typing.is_empty() && !self.truncated
+    }
+}
+
+/// Inserts unless the set is full; false when `user` was not kept.
+fn insert_bounded(set: &mut BTreeSet<UserName>, user: UserName) -> bool {
+    if set.len() < PRESENCE_BATCH_NAMES || set.contains(&user) {
+        set.insert(user);
+        true
+    } else {
+        false
     }
 }
 
@@ -58,6 +80,10 @@ struct Room {
     members: HashMap<Arc<str>, Arc<Membership>>,
     /// Presence changes held back while the room is big (see [`Hub::flush_presence`]).
     pending: Mutex<PendingPresence>,
+    /// Members cluster-wide, as last heard (a join's member page, a batch's
+    /// count): a room big across the cluster batches even where few of its
+    /// members are local.
+    known_count: AtomicU64,
     /// Epoch and sequence of the newest live message; a syncing member may go
     /// live once its cursor has reached it.
     last: Mutex<Option<(Epoch, Seq)>>,
@@ -171,11 +197,6 @@ impl Hub {
             shard.remove(room);
         }
         removed
-    }
-
-    /// Local member count of a room.
-    pub fn member_count(&self, room: &RoomName) -> usize {
-        self.shard(room).read().get(room).map_or(0, |r| r.members.len())
     }
 
     /// Number of rooms with local members.
@@ -307,7 +328,19 @@ impl Hub {
     fn fan_out_presence(&self, room_name: &RoomName, user: UserName, state: PresenceState) {
         let shard = self.shard(room_name).read();
         let Some(room) = shard.get(room_name) else { return };
-        if room.members.len() > self.batch_above {
+        // Each join and leave is announced once cluster-wide, so counting them
+        // keeps the room's size current between member pages.
+        let cluster_wide = match state {
+            PresenceState::Join => room.known_count.fetch_add(1, Ordering::Relaxed) + 1,
+            PresenceState::Leave => {
+                let step = |n: u64| Some(n.saturating_sub(1));
+                let before =
+                    room.known_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, step);
+                before.unwrap_or_default().saturating_sub(1)
+            }
+            PresenceState::Typing => room.known_count.load(Ordering::Relaxed),
+        };
+        if room.members.len() > self.batch_above || cluster_wide > self.batch_above as u64 {
             room.pending.lock().record(user, state);
             return;
         }
@@ -315,9 +348,33 @@ impl Hub {
         self.fan_out_event(room, frame);
     }
 
-    /// Sends each big room's held-back presence changes as one
-    /// `presence_batch`. The gateway calls it on a ticker (once a second).
-    pub fn flush_presence(&self) {
+    /// Records how many members the room has cluster-wide (from a join's
+    /// member page): a room above the batching threshold anywhere batches here.
+    pub fn note_member_count(&self, room: &RoomName, count: u64) {
+        if let Some(r) = self.shard(room).read().get(room) {
+            r.known_count.store(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Rooms with presence changes held back: the ones the next
+    /// [`Hub::flush_presence`] sends a batch to (the gateway reads their
+    /// member counts first).
+    pub fn rooms_with_pending_presence(&self) -> Vec<RoomName> {
+        let mut rooms = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            rooms.extend(
+                shard.iter().filter(|(_, r)| !r.pending.lock().is_empty()).map(|(n, _)| n.clone()),
+            );
+        }
+        rooms
+    }
+
+    /// Sends each big room's held-back presence changes as one bounded
+    /// `presence_batch` carrying the room's cluster-wide member count
+    /// (`count(room)`, else the last one heard). The gateway calls it on a
+    /// ticker (once a second).
+    pub fn flush_presence(&self, count: impl Fn(&RoomName) -> Option<u64>) {
         for shard in self.shards.iter() {
             let shard = shard.read();
             for (name, room) in shard.iter() {
@@ -328,11 +385,20 @@ impl Hub {
                     }
                     std::mem::take(&mut *pending)
                 };
+                let member_count = match count(name) {
+                    Some(n) => {
+                        room.known_count.store(n, Ordering::Relaxed);
+                        n
+                    }
+                    None => room.known_count.load(Ordering::Relaxed),
+                };
                 let frame = ServerFrame::PresenceBatch {
                     room: name.clone(),
                     joined: pending.joined.into_iter().collect(),
                     left: pending.left.into_iter().collect(),
                     typing: pending.typing.into_iter().collect(),
+                    member_count,
+                    truncated: pending.truncated,
                 }
                 .encode();
                 self.fan_out_event(room, frame);
@@ -572,22 +638,79 @@ mod tests {
         hub.deliver(presence("z", PresenceState::Join));
         hub.deliver(presence("z", PresenceState::Leave));
         assert!(out_a.try_recv().is_none());
-        hub.flush_presence();
+        assert_eq!(hub.rooms_with_pending_presence(), vec![room()]);
+        hub.flush_presence(|_| Some(7));
         for out in [&mut out_a, &mut out_b] {
             let frame = out.try_recv().expect("one batch");
             match ServerFrame::decode(frame.as_str()).expect("decodes") {
-                ServerFrame::PresenceBatch { joined, left, .. } => {
+                ServerFrame::PresenceBatch { joined, left, member_count, truncated, .. } => {
                     let names =
                         |v: Vec<UserName>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
                     assert_eq!(names(joined), vec!["y"]);
                     assert_eq!(names(left), vec!["x", "z"]);
+                    assert_eq!((member_count, truncated), (7, false));
                 }
                 other => panic!("expected a batch, got {other:?}"),
             }
             assert!(out.try_recv().is_none());
         }
-        hub.flush_presence();
+        hub.flush_presence(|_| Some(7));
         assert!(out_a.try_recv().is_none());
+        assert!(hub.rooms_with_pending_presence().is_empty());
+    }
+
+    #[test]
+    fn a_join_storm_batch_is_bounded_and_says_so() {
+        let hub = Hub::with_presence_batch_above(1);
+        let (_a, mut out) = live_member(&hub, "a", 16);
+        let (_b, _out_b) = live_member(&hub, "b", 16);
+        let presence = |i: usize, state| Envelope {
+            room: room(),
+            event: BusEvent::Presence {
+                user: UserName::parse(&format!("u{i:05}")).expect("valid"),
+                state,
+            },
+            trace: None,
+        };
+        for i in 0..10 * PRESENCE_BATCH_NAMES {
+            hub.deliver(presence(i, PresenceState::Join));
+        }
+        hub.deliver(presence(0, PresenceState::Typing));
+        // Nothing is counted here: the last heard count stands in.
+        hub.note_member_count(&room(), 1_002);
+        hub.flush_presence(|_| None);
+        let frame = out.try_recv().expect("one batch");
+        assert!(out.try_recv().is_none(), "one frame for the whole storm");
+        match ServerFrame::decode(frame.as_str()).expect("decodes") {
+            ServerFrame::PresenceBatch { joined, member_count, truncated, typing, .. } => {
+                assert_eq!(joined.len(), PRESENCE_BATCH_NAMES);
+                assert_eq!(typing.len(), 1);
+                assert!(truncated);
+                assert_eq!(member_count, 1_002);
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_room_big_across_the_cluster_batches_on_a_node_with_few_members() {
+        let hub = Hub::with_presence_batch_above(10);
+        let (_a, mut out) = live_member(&hub, "a", 16);
+        let join = Envelope {
+            room: room(),
+            event: BusEvent::Presence {
+                user: UserName::parse("x").expect("valid"),
+                state: PresenceState::Join,
+            },
+            trace: None,
+        };
+        hub.deliver(join.clone());
+        assert!(out.try_recv().is_some(), "small everywhere: one presence per change");
+        hub.note_member_count(&room(), 5_000);
+        hub.deliver(join);
+        assert!(out.try_recv().is_none(), "big cluster-wide: held for the batch");
+        hub.flush_presence(|_| Some(5_001));
+        assert!(out.try_recv().is_some());
     }
 
     #[test]

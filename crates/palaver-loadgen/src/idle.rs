@@ -35,6 +35,35 @@ use crate::{
 const CLIENTS_PER_ROOM: usize = 100;
 /// RSS sampling interval while waiting for it to settle.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Server CPU is sampled each time this many more clients are ready: the
+/// CPU per join at a room size is that of the last window of joins before it.
+const JOIN_WINDOW: u64 = 1000;
+
+/// Server CPU per join over the window of joins that ended at `members` ready clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinCpu {
+    /// Clients ready (connected and joined) at the end of the window.
+    pub members: u64,
+    /// All servers' CPU over the window divided by its joins, µs.
+    pub cpu_us_per_join: f64,
+}
+
+/// Turns cumulative (ready clients, server CPU seconds) samples, starting at
+/// (0, cpu before the first connection), into CPU per join per window.
+pub fn join_cpu(samples: &[(u64, f64)]) -> Vec<JoinCpu> {
+    samples
+        .windows(2)
+        .map(|w| JoinCpu {
+            members: w[1].0,
+            cpu_us_per_join: (w[1].1 - w[0].1).max(0.0) * 1e6 / (w[1].0 - w[0].0).max(1) as f64,
+        })
+        .collect()
+}
+
+/// Sum of the servers' CPU seconds so far (0 for one that cannot be read).
+fn servers_cpu(pids: &[Pid]) -> f64 {
+    pids.iter().filter_map(|&p| procstat::sample(p).ok()).map(|s| s.cpu_secs).sum()
+}
 
 /// Memory of one server before and after the connections.
 #[derive(Debug, Serialize)]
@@ -71,6 +100,9 @@ pub struct IdleReport {
     loadgen_bytes_per_connection: f64,
     /// Server CPU from the first connection to the measurement.
     server_cpu: Vec<ProcUsage>,
+    /// Server CPU per join, every [`JOIN_WINDOW`] ready clients (a join storm
+    /// when everyone is in one room: it should stay flat as the room grows).
+    join_cpu: Vec<JoinCpu>,
     loadgen: ProcUsage,
     disconnects: BTreeMap<String, u64>,
     warnings: Vec<String>,
@@ -107,6 +139,15 @@ impl IdleReport {
                 report::count(self.connections)
             ),
         ));
+        if !self.join_cpu.is_empty() {
+            let points: Vec<String> = self
+                .join_cpu
+                .iter()
+                .filter(|p| p.members == JOIN_WINDOW || p.members % 5000 == 0)
+                .map(|p| format!("{}: {:.0} µs", report::count(p.members), p.cpu_us_per_join))
+                .collect();
+            rows.push(("server CPU per join".into(), points.join(", ")));
+        }
         for s in &self.servers {
             rows.push((
                 format!("server {}", s.pid),
@@ -191,7 +232,14 @@ pub async fn run(
         move |_, opened| hold(opened, body_stop.clone(), body_dropped.clone()),
         events_tx,
     );
-    let (connect, _) = swarm::collect(args.clients, &mut events, progress).await;
+    let mut cpu_samples = vec![(0, servers_cpu(&server_pids))];
+    let (connect, _) = swarm::collect_with(args.clients, &mut events, progress, |ready| {
+        if !server_pids.is_empty() && ready % JOIN_WINDOW == 0 {
+            cpu_samples.push((ready, servers_cpu(&server_pids)));
+        }
+    })
+    .await;
+    let join_cpu = join_cpu(&cpu_samples);
     if connect.ok == 0 {
         anyhow::bail!(
             "no client could connect: {}",
@@ -274,6 +322,7 @@ pub async fn run(
         bytes_per_connection,
         loadgen_bytes_per_connection,
         server_cpu: usage,
+        join_cpu,
         loadgen,
         disconnects,
         warnings,
@@ -320,5 +369,15 @@ mod tests {
         // Small processes: 256 KiB of noise is still settled.
         assert!(is_settled([1000u64, 1200].into_iter()));
         assert!(!is_settled(std::iter::empty()));
+    }
+
+    #[test]
+    fn cpu_per_join_per_window() {
+        let points = join_cpu(&[(0, 1.0), (1000, 1.1), (2000, 1.3)]);
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].members, 1000);
+        assert!((points[0].cpu_us_per_join - 100.0).abs() < 1e-6);
+        assert!((points[1].cpu_us_per_join - 200.0).abs() < 1e-6);
+        assert!(join_cpu(&[(0, 1.0)]).is_empty());
     }
 }

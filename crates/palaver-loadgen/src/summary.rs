@@ -321,8 +321,24 @@ fn idle_table(reports: &[&Value]) -> String {
             "per connection KiB",
             "loadgen per connection KiB",
             "settled",
+            "connect + join s",
+            "server CPU µs per join at 1k / 5k / 15k",
         ],
     );
+    // The join windows ending at 1k, 5k and 15k ready clients (see idle's `join_cpu`).
+    let join_cpu = |r: &Value| -> String {
+        let Some(points) = r.pointer("/join_cpu").and_then(Value::as_array) else {
+            return "-".into();
+        };
+        let at = |members: f64| {
+            points
+                .iter()
+                .find(|p| num_at(p, "/members") == Some(members))
+                .and_then(|p| num_at(p, "/cpu_us_per_join"))
+                .map_or("-".into(), |us| format!("{us:.0}"))
+        };
+        format!("{} / {} / {}", at(1000.0), at(5000.0), at(15000.0))
+    };
     let mib = |r: &Value, field: &str| -> String {
         let total: Option<f64> = r
             .pointer("/servers")
@@ -351,6 +367,8 @@ fn idle_table(reports: &[&Value]) -> String {
                         .and_then(Value::as_bool)
                         .map_or("-", |s| if s { "yes" } else { "no" })
                         .to_owned(),
+                    num(r, "/connect/secs", 2),
+                    join_cpu(r),
                 ],
             )
         })
@@ -470,7 +488,9 @@ mod tests {
             "mode": "idle", "tags": {"bench": "idle", "server": "palaver"},
             "config": {"rooms": 10}, "connections": 1000, "settled": true,
             "servers": [{"rss_kib_before": 10240, "rss_kib_after": 20480}],
-            "bytes_per_connection": 10485.76, "loadgen_bytes_per_connection": 20480.0
+            "bytes_per_connection": 10485.76, "loadgen_bytes_per_connection": 20480.0,
+            "connect": {"secs": 1.5},
+            "join_cpu": [{"members": 1000, "cpu_us_per_join": 80.4}, {"members": 5000, "cpu_us_per_join": 90.0}]
         });
         let storm = json!({
             "mode": "connect_storm", "tags": {}, "opened": 5000, "attempted": 5001,
@@ -480,7 +500,9 @@ mod tests {
         let out = render(&[idle, storm]);
         assert!(out.contains("### idle\n"), "{out}");
         assert!(
-            out.contains("| palaver | 1,000 | 10 | 10.0 | 20.0 | 10.24 | 20.00 | yes |"),
+            out.contains(
+                "| palaver | 1,000 | 10 | 10.0 | 20.0 | 10.24 | 20.00 | yes | 1.50 | 80 / 90 / - |"
+            ),
             "{out}"
         );
         assert!(out.contains("### connect_storm\n"), "{out}");

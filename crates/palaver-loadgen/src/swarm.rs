@@ -87,12 +87,23 @@ pub async fn collect(
     events: &mut mpsc::UnboundedReceiver<Setup>,
     progress: &Progress,
 ) -> (ConnectSummary, Vec<bool>) {
+    collect_with(n, events, progress, |_| {}).await
+}
+
+/// [`collect`], calling `on_ready(count)` each time one more client is ready.
+pub async fn collect_with(
+    n: usize,
+    events: &mut mpsc::UnboundedReceiver<Setup>,
+    progress: &Progress,
+    mut on_ready: impl FnMut(u64),
+) -> (ConnectSummary, Vec<bool>) {
     let started = Instant::now();
     let mut ready = vec![false; n];
     let mut latency = new_histogram();
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_error = None;
     let mut last_ready = started;
+    let mut ready_count = 0;
     progress.phase("connecting", n as u64);
     for _ in 0..n {
         let Some(event) = events.recv().await else { break };
@@ -101,6 +112,8 @@ pub async fn collect(
                 ready[client] = true;
                 latency.saturating_record((elapsed.as_micros() as u64).max(1));
                 last_ready = Instant::now();
+                ready_count += 1;
+                on_ready(ready_count);
             }
             Setup::Failed { client, error } => {
                 *failures.entry(error.kind.clone()).or_default() += 1;

@@ -44,6 +44,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every error code, in declaration order: `ErrorCode::ALL[c as usize] == c`.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownType,
+        ErrorCode::MissingField,
+        ErrorCode::InvalidField,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidId,
+        ErrorCode::EmptyText,
+        ErrorCode::TextTooLong,
+        ErrorCode::NotJoined,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RoomFull,
+        ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     /// Whether retrying the same request later can succeed.
     pub fn retryable(self) -> bool {
         matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
@@ -162,15 +182,19 @@ mod tests {
 
     #[test]
     fn error_code_wire_strings_match_serde() {
-        for code in [
-            ErrorCode::BadJson,
-            ErrorCode::UnknownType,
-            ErrorCode::Unavailable,
-            ErrorCode::BinaryNotSupported,
-        ] {
+        for code in ErrorCode::ALL {
             let json = serde_json::to_string(&code).expect("code serialises");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
+    }
+
+    #[test]
+    fn error_code_list_is_every_code_in_order() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, i, "{code:?} out of place");
+        }
+        // A code added after `Internal` must be added to `ALL` (and this test).
+        assert_eq!(ErrorCode::ALL.len(), ErrorCode::Internal as usize + 1);
     }
 
     #[test]

@@ -57,9 +57,4 @@ impl Envelope {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("envelopes always serialise")
     }
-
-    /// Parses an envelope received from the bus.
-    pub fn from_json(s: &str) -> Result<Envelope, serde_json::Error> {
-        serde_json::from_str(s)
-    }
 }

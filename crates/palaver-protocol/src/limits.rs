@@ -26,3 +26,7 @@ pub const DEFAULT_MEMBERS_LIMIT: u32 = 100;
 
 /// Most members one `members` request may return.
 pub const MAX_MEMBERS_LIMIT: u32 = 1000;
+
+/// Users each list of a `presence_batch` holds at most; changes beyond it
+/// are only counted (the batch says `truncated`).
+pub const PRESENCE_BATCH_NAMES: usize = 100;

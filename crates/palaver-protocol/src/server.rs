@@ -94,6 +94,7 @@ pub enum ServerFrame {
     },
     /// Presence changes of a big room, coalesced (sent at most once a second
     /// instead of one `presence` per change). Apply `joined`, then `left`.
+    /// Each list holds at most [`crate::limits::PRESENCE_BATCH_NAMES`] users.
     PresenceBatch {
         /// Room.
         room: RoomName,
@@ -103,6 +104,13 @@ pub enum ServerFrame {
         left: Vec<UserName>,
         /// Users who were typing.
         typing: Vec<UserName>,
+        /// Users present in the room on every node when the batch was sent.
+        #[serde(default)]
+        member_count: u64,
+        /// True when more changed than the lists hold: a client that keeps
+        /// the whole member list reads it again with `members`.
+        #[serde(default)]
+        truncated: bool,
     },
     /// A page of the room's members, ascending by name.
     Members {

@@ -54,6 +54,23 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             }),
         (room(), prop::collection::vec(user(), 0..5), any::<bool>())
             .prop_map(|(room, members, more)| ServerFrame::Members { room, members, more }),
+        (
+            room(),
+            prop::collection::vec(user(), 0..3),
+            prop::collection::vec(user(), 0..3),
+            any::<u64>(),
+            any::<bool>()
+        )
+            .prop_map(|(room, joined, left, member_count, truncated)| {
+                ServerFrame::PresenceBatch {
+                    room,
+                    typing: left.iter().take(1).cloned().collect(),
+                    joined,
+                    left,
+                    member_count,
+                    truncated,
+                }
+            }),
         (id(), room(), any::<u64>(), any::<bool>()).prop_map(|(id, room, seq, duplicate)| {
             ServerFrame::Ack { id, room, epoch: Epoch::new("e"), seq, duplicate }
         }),

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 /// Error codes only the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiCode {
+pub(crate) enum ApiCode {
     /// 401: no valid API key.
     Unauthorized,
     /// 404: no such API route.
@@ -30,7 +30,8 @@ pub enum ApiCode {
 
 impl ApiCode {
     /// Every API-only code, for the spec test.
-    pub const ALL: [ApiCode; 5] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [ApiCode; 5] = [
         ApiCode::Unauthorized,
         ApiCode::NotFound,
         ApiCode::MethodNotAllowed,
@@ -39,7 +40,7 @@ impl ApiCode {
     ];
 
     /// The stable wire string.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApiCode::Unauthorized => "unauthorized",
             ApiCode::NotFound => "not_found",
@@ -62,7 +63,7 @@ impl ApiCode {
 
 /// A refused or failed API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -76,23 +77,24 @@ struct Body<'a> {
 
 impl ApiError {
     /// A refusal with a protocol error code; the status follows from it.
-    pub fn protocol(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { status: status_of(code), code: code.as_str(), message: message.into() }
     }
 
     /// A refusal with an API-only code.
-    pub fn api(code: ApiCode, message: impl Into<String>) -> Self {
+    pub(crate) fn api(code: ApiCode, message: impl Into<String>) -> Self {
         ApiError { status: code.status(), code: code.as_str(), message: message.into() }
     }
 
     /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 }
 
 /// The HTTP status of each protocol error code when the API answers with it.
-pub fn status_of(code: ErrorCode) -> StatusCode {
+pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,

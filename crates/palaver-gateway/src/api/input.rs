@@ -16,20 +16,20 @@ use serde::de::DeserializeOwned;
 use super::error::{ApiCode, ApiError};
 
 /// The room named in the path.
-pub fn room(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+pub(crate) fn room(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
     let Path(room) = path.map_err(|e| ApiError::protocol(ErrorCode::InvalidRoom, e.body_text()))?;
     RoomName::parse(&room)
         .map_err(|e| ApiError::protocol(ErrorCode::InvalidRoom, format!("room {e}")))
 }
 
 /// The user named in the path.
-pub fn user(path: Result<Path<String>, PathRejection>) -> Result<UserName, ApiError> {
+pub(crate) fn user(path: Result<Path<String>, PathRejection>) -> Result<UserName, ApiError> {
     let Path(user) = path.map_err(|e| ApiError::api(ApiCode::InvalidUser, e.body_text()))?;
     UserName::parse(&user).map_err(|e| ApiError::api(ApiCode::InvalidUser, format!("user {e}")))
 }
 
 /// A JSON body. An empty body reads as `{}` when `empty_is_object`.
-pub fn json<T: DeserializeOwned>(
+pub(crate) fn json<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     empty_is_object: bool,
 ) -> Result<T, ApiError> {
@@ -49,11 +49,11 @@ pub fn json<T: DeserializeOwned>(
 
 /// A query string's parameters; the last of repeated ones counts, unknown
 /// ones are ignored (as unknown fields of a frame are).
-pub struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
     /// Parses the query string.
-    pub fn new(
+    pub(crate) fn new(
         query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     ) -> Result<Self, ApiError> {
         let Query(pairs) =
@@ -62,12 +62,12 @@ impl Params {
     }
 
     /// The value of `name`, if given.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// An unsigned 64-bit integer parameter.
-    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.get(name)
             .map(|value| {
                 value.parse::<u64>().map_err(|_| {
@@ -81,7 +81,7 @@ impl Params {
     }
 
     /// A page size: `default` when absent, else within 1..=`max`.
-    pub fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+    pub(crate) fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
         match self.number("limit")? {
             None => Ok(default),
             Some(limit) if (1..=u64::from(max)).contains(&limit) => Ok(limit as u32),

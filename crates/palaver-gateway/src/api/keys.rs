@@ -16,11 +16,11 @@ use subtle::ConstantTimeEq;
 use crate::ratelimit::Rate;
 
 /// Shortest key accepted: anything shorter is guessable.
-pub const MIN_KEY_LEN: usize = 16;
+pub(crate) const MIN_KEY_LEN: usize = 16;
 
 /// One API key from the config; never printed.
 #[derive(Clone)]
-pub struct ApiKey(Arc<str>);
+pub(crate) struct ApiKey(Arc<str>);
 
 impl FromStr for ApiKey {
     type Err = String;
@@ -44,7 +44,7 @@ impl fmt::Debug for ApiKey {
 
 /// Why a request was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// No `Authorization: Bearer`, or not a configured key.
     Unauthorized,
     /// The key is over its request rate.
@@ -52,7 +52,7 @@ pub enum Denied {
 }
 
 /// The configured keys and their budgets.
-pub struct ApiKeys {
+pub(crate) struct ApiKeys {
     keys: Vec<ApiKey>,
     /// Keyed by the index of the matching key.
     budgets: Option<DefaultKeyedRateLimiter<usize>>,
@@ -66,12 +66,12 @@ impl fmt::Debug for ApiKeys {
 
 impl ApiKeys {
     /// `keys` (none: the API is off), each allowed `rate` requests with `burst`.
-    pub fn new(keys: Vec<ApiKey>, rate: Rate, burst: u32) -> Self {
+    pub(crate) fn new(keys: Vec<ApiKey>, rate: Rate, burst: u32) -> Self {
         ApiKeys { keys, budgets: rate.quota(burst).map(RateLimiter::keyed) }
     }
 
     /// Whether any key is configured (else the API is not served).
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.keys.is_empty()
     }
 
@@ -88,7 +88,7 @@ impl ApiKeys {
     }
 
     /// Lets a request in if it carries a configured key within its budget.
-    pub fn admit(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<(), Denied> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())

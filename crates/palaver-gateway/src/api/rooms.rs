@@ -5,8 +5,6 @@
 //!
 //! The API is trusted (it holds a key): private rooms are open to it.
 
-use std::sync::Arc;
-
 use axum::{
     Json,
     body::Bytes,
@@ -26,8 +24,9 @@ use tracing::Instrument;
 use super::{
     error::{ApiCode, ApiError},
     input::{self, Params},
+    state::Api,
 };
-use crate::{app::App, identity::SYSTEM_USER};
+use crate::identity::SYSTEM_USER;
 
 /// Default and largest page of `members` and `rooms`.
 const PAGE: u32 = 100;
@@ -44,15 +43,15 @@ struct PublishRequest {
 
 /// What a publish did.
 #[derive(Debug, Serialize)]
-pub struct PublishReply {
+pub(crate) struct PublishReply {
     epoch: Epoch,
     seq: Seq,
     duplicate: bool,
 }
 
 /// `POST /api/v1/rooms/{room}/messages`.
-pub async fn publish(
-    State(app): State<Arc<App>>,
+pub(crate) async fn publish(
+    State(app): State<Api>,
     room: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReply>, ApiError> {
@@ -90,7 +89,7 @@ pub async fn publish(
 
 /// A page of history, as the WebSocket `history` reply has it.
 #[derive(Debug, Serialize)]
-pub struct HistoryReply {
+pub(crate) struct HistoryReply {
     room: RoomName,
     epoch: Epoch,
     messages: Vec<StoredMessage>,
@@ -98,8 +97,8 @@ pub struct HistoryReply {
 }
 
 /// `GET /api/v1/rooms/{room}/history?before=|after=&limit=`.
-pub async fn history(
-    State(app): State<Arc<App>>,
+pub(crate) async fn history(
+    State(app): State<Api>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<HistoryReply>, ApiError> {
@@ -127,16 +126,18 @@ pub async fn history(
 
 /// A page of a room's members.
 #[derive(Debug, Serialize)]
-pub struct MembersReply {
+pub(crate) struct MembersReply {
     room: RoomName,
     members: Vec<UserName>,
     more: bool,
+    /// Users present on every node (the whole room, not this page).
+    count: u64,
 }
 
 /// `GET /api/v1/rooms/{room}/members?after=&limit=`: users present on any
 /// node, ascending, after the cursor `after` (a user name).
-pub async fn members(
-    State(app): State<Arc<App>>,
+pub(crate) async fn members(
+    State(app): State<Api>,
     room: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<MembersReply>, ApiError> {
@@ -150,27 +151,27 @@ pub async fn members(
         None => None,
     };
     let page = app.broker.members_page(&room, after.as_ref(), limit).await?;
-    Ok(Json(MembersReply { room, members: page.members, more: page.more }))
+    Ok(Json(MembersReply { room, members: page.members, more: page.more, count: page.count }))
 }
 
 /// One active room.
 #[derive(Debug, Serialize)]
-pub struct RoomEntry {
+pub(crate) struct RoomEntry {
     room: RoomName,
     members: u64,
 }
 
 /// A page of active rooms.
 #[derive(Debug, Serialize)]
-pub struct RoomsReply {
+pub(crate) struct RoomsReply {
     rooms: Vec<RoomEntry>,
     more: bool,
 }
 
 /// `GET /api/v1/rooms?after=&limit=`: rooms with members on any node,
 /// ascending by name, with their cluster-wide member counts.
-pub async fn list(
-    State(app): State<Arc<App>>,
+pub(crate) async fn list(
+    State(app): State<Api>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<RoomsReply>, ApiError> {
     let params = Params::new(query)?;

@@ -5,18 +5,16 @@
 //! numbers, so a single node is always exact and others are at most one
 //! report old.
 
-use std::sync::Arc;
-
 use axum::{Json, extract::State};
 use palaver_broker::NodeReport;
 use serde::Serialize;
 
-use super::error::ApiError;
-use crate::{app::App, directory};
+use super::{error::ApiError, state::Api};
+use crate::directory;
 
 /// The cluster's totals.
 #[derive(Debug, Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Live nodes.
     nodes: u64,
     /// WebSocket connections on all of them.
@@ -27,7 +25,7 @@ pub struct Totals {
 
 /// The stats answer.
 #[derive(Debug, Serialize)]
-pub struct StatsReply {
+pub(crate) struct StatsReply {
     /// The node that answered.
     node: String,
     cluster: Totals,
@@ -36,10 +34,10 @@ pub struct StatsReply {
 }
 
 /// `GET /api/v1/stats`.
-pub async fn stats(State(app): State<Arc<App>>) -> Result<Json<StatsReply>, ApiError> {
+pub(crate) async fn stats(State(app): State<Api>) -> Result<Json<StatsReply>, ApiError> {
     let cluster = app.broker.nodes().await?;
     let mut nodes = cluster.nodes;
-    let local = directory::local_report(&app);
+    let local = directory::local_report(&app.reporter);
     nodes.retain(|n| n.node != local.node);
     nodes.push(local);
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -48,5 +46,5 @@ pub async fn stats(State(app): State<Arc<App>>) -> Result<Json<StatsReply>, ApiE
         connections: nodes.iter().map(|n| n.connections).sum(),
         rooms: cluster.rooms,
     };
-    Ok(Json(StatsReply { node: app.node_id.clone(), cluster, nodes }))
+    Ok(Json(StatsReply { node: app.reporter.node_id.clone(), cluster, nodes }))
 }

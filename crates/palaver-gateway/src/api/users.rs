@@ -4,8 +4,6 @@
 //! `{prefix}:control` channel every node subscribes to; alone, straight to
 //! this node's inbox), and each node closes its own connections of the user.
 
-use std::sync::Arc;
-
 use axum::{
     Json,
     body::Bytes,
@@ -18,8 +16,7 @@ use palaver_broker::Control;
 use palaver_protocol::{CloseCode, ErrorCode, UserName, client::clean_text};
 use serde::{Deserialize, Serialize};
 
-use super::{error::ApiError, input};
-use crate::app::App;
+use super::{error::ApiError, input, state::Api};
 
 /// Longest close reason: a close frame's payload is 125 bytes, two of them the code.
 const MAX_REASON: usize = 123;
@@ -33,7 +30,7 @@ struct DisconnectRequest {
 
 /// What a disconnect did.
 #[derive(Debug, Serialize)]
-pub struct DisconnectReply {
+pub(crate) struct DisconnectReply {
     user: UserName,
     /// Nodes that received the order (each closes its own connections of the user).
     nodes: u64,
@@ -46,8 +43,8 @@ fn allowed(code: u64) -> bool {
 }
 
 /// `POST /api/v1/users/{user}/disconnect`.
-pub async fn disconnect(
-    State(app): State<Arc<App>>,
+pub(crate) async fn disconnect(
+    State(app): State<Api>,
     user: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DisconnectReply>, ApiError> {

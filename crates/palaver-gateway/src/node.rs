@@ -2,66 +2,67 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, Ordering},
 };
 
+use axum::extract::FromRef;
 use palaver_broker::{RedisBroker, broker::SharedBroker};
 use palaver_hub::{ClientConfig, Hub};
 use palaver_protocol::Limits;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config, metered_broker::MeteredBroker, metrics::Metrics, registry::Registry,
-    security::Security, server::Backend,
+    config::Config,
+    directory::Reporter,
+    metered_broker::MeteredBroker,
+    metrics::{ConnectionStats, Metrics, Scrape},
+    registry::Registry,
+    security::Security,
 };
 
 /// Everything a connection needs from its node. One per process, in an `Arc`.
-pub struct App {
+pub(crate) struct Node {
     /// The node's configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// This node's id.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Local rooms and fan-out.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Sequencing, history, presence and the bus.
-    pub broker: SharedBroker,
+    pub(crate) broker: SharedBroker,
     /// The Redis broker when clustered (its stats feed metrics).
-    pub redis: Option<Arc<RedisBroker>>,
+    pub(crate) redis: Option<Arc<RedisBroker>>,
     /// Validation limits derived from the config.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Per-client queue bounds derived from the config.
-    pub client_config: ClientConfig,
+    pub(crate) client_config: ClientConfig,
     /// Cancelled once, when the node starts shutting down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Owns every connection task, so shutdown can wait for them.
-    pub connections: TaskTracker,
+    pub(crate) connections: TaskTracker,
     /// Connection counters.
-    pub stats: ConnectionStats,
+    pub(crate) stats: Arc<ConnectionStats>,
     /// Counters and histograms served at `/metrics` (with `stats` and the hub's).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Auth, private rooms, origins and rate limits, from the config.
-    pub security: Security,
+    pub(crate) security: Security,
     /// Open connections by user (for the server API's disconnect).
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     accepting: AtomicBool,
 }
 
-/// Connection counters (exported as metrics).
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Connections currently open.
-    pub open: AtomicU64,
-    /// Connections accepted since start.
-    pub total: AtomicU64,
-    /// Frames received from clients.
-    pub frames_in: AtomicU64,
-    /// `error` frames sent to clients.
-    pub errors_out: AtomicU64,
+/// The broker the config asks for: Redis when `--redis-url` or `--redis-cluster` is set,
+/// else memory.
+pub(crate) struct Backend {
+    /// The broker every connection uses.
+    pub(crate) broker: SharedBroker,
+    /// The Redis broker itself, when clustered (for its stats).
+    pub(crate) redis: Option<Arc<RedisBroker>>,
 }
 
-impl App {
+impl Node {
     /// Builds the node state.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         node_id: String,
         hub: Arc<Hub>,
@@ -73,7 +74,7 @@ impl App {
             ClientConfig { queue_frames: config.queue_frames, queue_bytes: config.queue_bytes };
         let metrics = Arc::new(Metrics::default());
         let security = Security::from_config(&config);
-        App {
+        Node {
             config,
             node_id,
             hub,
@@ -83,7 +84,7 @@ impl App {
             client_config,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
-            stats: ConnectionStats::default(),
+            stats: Arc::default(),
             metrics,
             security,
             registry,
@@ -92,18 +93,38 @@ impl App {
     }
 
     /// Ready for new traffic: not shutting down and the broker is reachable.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.accepting.load(Ordering::Acquire) && self.broker.is_ready()
     }
 
+    /// What the directory reporter reads.
+    pub(crate) fn reporter(&self) -> Reporter {
+        Reporter {
+            node_id: self.node_id.clone(),
+            stats: self.stats.clone(),
+            hub: self.hub.clone(),
+            broker: self.broker.clone(),
+        }
+    }
+
     /// Starts shutdown: readiness goes false first, then every task is told.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.accepting.store(false, Ordering::Release);
         self.shutdown.cancel();
     }
 }
 
-/// Adds one to a counter.
-pub fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+/// `/metrics` reads only its counters and a few states, not the whole node.
+impl FromRef<Arc<Node>> for Scrape {
+    fn from_ref(app: &Arc<Node>) -> Scrape {
+        Scrape {
+            node_id: app.node_id.clone(),
+            ready: app.is_ready(),
+            metrics: app.metrics.clone(),
+            stats: app.stats.clone(),
+            hub: app.hub.clone(),
+            broker: app.broker.clone(),
+            redis: app.redis.clone(),
+        }
+    }
 }
