@@ -15,6 +15,10 @@
 #             total offered msgs/s; reports gateway and redis-server CPU µs per message and
 #             the knee (highest delivered msgs/s with p99 < 100 ms, 0 loss, senders on rate).
 #             `INFO commandstats` of every Redis run is kept in the logs directory.
+#             Setup cluster-N: N gateways over a private 3-master Redis Cluster (no
+#             replicas); each master's CPU-seconds and script calls from the gateways'
+#             start to the run's end go to the results as a {"bench":"chat-shards"}
+#             line (the per-shard split); redis-N gets the same line for its one Redis.
 #   big-room  one room of 15,000 (BENCH_BIG_CLIENTS), palaver beside the seed:
 #             the join storm (time to connect and join all, server CPU per join at
 #             1k / 5k / 15k members, RSS per connection afterwards); palaver's RSS per
@@ -34,7 +38,8 @@
 #   BENCH_COST="100000 200000"                  deliveries/s for the cost step
 #   BENCH_IDLE="1000 5000 15000"                connection counts for the idle step
 #   BENCH_NODES="1 3"                           node counts for the cluster step
-#   BENCH_CHAT_SETUPS="memory redis-1 redis-3"  chat: memory mode, or redis-N (N gateways + Redis)
+#   BENCH_CHAT_SETUPS="memory redis-1 redis-3"  chat: memory mode, redis-N (N gateways + Redis)
+#                                               or cluster-N (N gateways + 3-master Cluster)
 #   BENCH_CHAT_RATES="2000 4000 10000 20000 30000"  chat: total offered msgs/s (per client: / clients)
 #   BENCH_CHAT_ROOMS=1000 BENCH_CHAT_MEMBERS=2  chat: rooms and members per room (all send)
 #   BENCH_CHAT_DURATION=8s BENCH_CHAT_GRACE=4s  chat: sending time and grace per run
@@ -307,6 +312,67 @@ start_redis() {
   wait_port "$port" || { log "redis-server did not start"; stop "$REDIS_PID"; return 1; }
 }
 
+# Starts a private 3-master Redis Cluster (no replicas); sets CLUSTER_PIDS,
+# CLUSTER_PORTS, CLUSTER_SEEDS and CLUSTER_DIR.
+start_redis_cluster() {
+  local port i nodes=()
+  command -v redis-cli >/dev/null || { log "redis-cli is not installed (apt-get install redis-tools)"; return 1; }
+  CLUSTER_PIDS=() CLUSTER_PORTS=() CLUSTER_DIR=$(mktemp -d)
+  for i in 1 2 3; do
+    port=$(free_port)
+    mkdir -p "$CLUSTER_DIR/$port"
+    "${REDIS_PIN[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --dir "$CLUSTER_DIR/$port" \
+      >"$LOGS/redis-cluster-$port.log" 2>&1 &
+    CLUSTER_PIDS+=("$!")
+    PIDS+=("$!")
+    CLUSTER_PORTS+=("$port")
+    nodes+=("127.0.0.1:$port")
+    wait_port "$port" || { log "redis-server (cluster) did not start"; return 1; }
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-yes >"$LOGS/redis-cluster-create.log" 2>&1 \
+    || { log "redis-cli --cluster create failed"; return 1; }
+  for i in $(seq 100); do
+    redis-cli -p "${CLUSTER_PORTS[0]}" CLUSTER INFO | grep -q cluster_state:ok && break
+    sleep 0.1
+  done
+  CLUSTER_SEEDS=$(printf 'redis://%s,' "${nodes[@]}")
+  CLUSTER_SEEDS=${CLUSTER_SEEDS%,}
+}
+
+stop_redis_cluster() {
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do stop "$pid"; done
+  rm -rf "$CLUSTER_DIR"
+}
+
+# CPU ticks (user + system) of a process so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# Script calls (EVALSHA + EVAL) a Redis on PORT ran since it started.
+script_calls() {
+  redis-cli -p "$1" INFO commandstats | tr -d '\r' \
+    | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'
+}
+
+# shard_report SETUP RATE TICKS...: one results line with each master's CPU and calls.
+shard_report() {
+  local setup=$1 rate=$2 hz i port cpu calls shards=() before
+  shift 2
+  before=("$@")
+  hz=$(getconf CLK_TCK)
+  for i in "${!CLUSTER_PORTS[@]}"; do
+    port=${CLUSTER_PORTS[$i]}
+    cpu=$(awk -v a="${before[$i]:-0}" -v b="$(cpu_ticks "${CLUSTER_PIDS[$i]}")" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    calls=$(script_calls "$port")
+    redis-cli -p "$port" INFO commandstats >"$LOGS/chat-$setup-$rate-$port.commandstats" 2>&1
+    shards+=("{\"port\":$port,\"cpu_s\":$cpu,\"script_calls\":$calls}")
+    log "chat: $setup at $rate msgs/s, shard $port: $cpu CPU-s, $calls script calls"
+  done
+  printf '{"bench":"chat-shards","setup":"%s","rate":%s,"shards":[%s]}\n' "$setup" "$rate" \
+    "$(IFS=,; echo "${shards[*]}")" >>"$RESULTS"
+}
+
 step_cluster() {
   local nodes rate i status urls pids node_pids
   for nodes in $NODES; do
@@ -344,25 +410,31 @@ step_cluster() {
 # Many small rooms, every member sending: a sweep of total msgs/s per setup
 # (memory: one gateway, no Redis; redis-N: N gateways over one private Redis).
 step_chat() {
-  local setup nodes rate per_client i status urls pids node_pids redis_args clients
+  local setup nodes rate per_client i status urls pids node_pids redis_args clients backend ticks pid
   clients=$((CHAT_ROOMS * CHAT_MEMBERS))
   for setup in $CHAT_SETUPS; do
     case $setup in
       memory) nodes=1 ;;
       redis-[0-9]*) nodes=${setup#redis-} ;;
-      *) log "chat: unknown setup $setup (memory, redis-N)"; continue ;;
+      cluster-[0-9]*) nodes=${setup#cluster-} ;;
+      *) log "chat: unknown setup $setup (memory, redis-N, cluster-N)"; continue ;;
     esac
     for rate in $CHAT_RATES; do
       per_client=$(awk -v t="$rate" -v c="$clients" 'BEGIN { printf "%g", t / c }')
-      urls=() pids=() node_pids=() redis_args=()
-      if [ "$setup" != memory ]; then
-        start_redis || return 1
-        redis_args=(--redis-pid "$REDIS_PID")
-      fi
+      urls=() pids=() node_pids=() redis_args=() backend=()
+      case $setup in
+        redis-*)
+          start_redis || return 1
+          redis_args=(--redis-pid "$REDIS_PID")
+          backend=(--redis-url "$REDIS_URL") ;;
+        cluster-*)
+          start_redis_cluster || return 1
+          backend=(--redis-cluster "$CLUSTER_SEEDS") ;;
+      esac
       for i in $(seq "$nodes"); do
         if [ "$setup" = memory ]; then
           start_palaver "chat-$setup-$rate" || return 1
-        elif ! start_palaver "chat-$setup-$rate-n$i" --redis-url "$REDIS_URL" --node-id "n$i"; then
+        elif ! start_palaver "chat-$setup-$rate-n$i" "${backend[@]}" --node-id "n$i"; then
           for pid in "${node_pids[@]}"; do stop "$pid"; done
           stop "$REDIS_PID"
           return 1
@@ -371,6 +443,11 @@ step_chat() {
         urls+=(--url "$SERVER_URL")
         pids+=(--server-pid "$SERVER_PID")
       done
+      ticks=()
+      case $setup in
+        redis-*) CLUSTER_PIDS=("$REDIS_PID") CLUSTER_PORTS=("$REDIS_PORT"); ticks+=("$(cpu_ticks "$REDIS_PID")") ;;
+        cluster-*) for pid in "${CLUSTER_PIDS[@]}"; do ticks+=("$(cpu_ticks "$pid")"); done ;;
+      esac
       log "chat: $setup, $CHAT_ROOMS rooms x $CHAT_MEMBERS members, $rate msgs/s ($per_client per client)"
       loadgen chat --rooms "$CHAT_ROOMS" --members "$CHAT_MEMBERS" --rate "$per_client" \
         --payload "$PAYLOAD" --duration "$CHAT_DURATION" --grace "$CHAT_GRACE" \
@@ -378,14 +455,14 @@ step_chat() {
         --max-p99 "$MAX_P99" --max-loss-ratio 0 --min-send-ratio 0.95 \
         --tag bench=chat --tag setup="$setup" --tag rate="$rate"
       status=$?
-      if [ "$setup" != memory ]; then
-        redis-cli -p "$REDIS_PORT" INFO commandstats >"$LOGS/chat-$setup-$rate.commandstats" 2>&1
-      fi
+      case $setup in
+        redis-*|cluster-*) shard_report "$setup" "$rate" "${ticks[@]}" ;;
+      esac
       for pid in "${node_pids[@]}"; do stop "$pid"; done
-      if [ "$setup" != memory ]; then
-        stop "$REDIS_PID"
-        rm -rf "$REDIS_DIR"
-      fi
+      case $setup in
+        redis-*) stop "$REDIS_PID"; rm -rf "$REDIS_DIR" ;;
+        cluster-*) stop_redis_cluster ;;
+      esac
       if [ "$status" -ne 0 ]; then
         log "chat: $setup fails at $rate msgs/s (status $status)"
         [ -n "$CHAT_KEEP_GOING" ] || break

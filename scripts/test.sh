@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests run: one line each, the command that proves it installed.
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)     # cluster tests spawn their own
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)        # Redis Cluster tests: redis-cli --cluster create
 command -v haproxy >/dev/null || need_apt+=(haproxy)               # load balancer tests (deploy/haproxy.cfg)
 command -v chromium >/dev/null || need_apt+=(chromium)             # browser tests (headless)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)  # and their WebDriver

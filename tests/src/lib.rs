@@ -10,11 +10,32 @@ pub mod otlp;
 pub mod prometheus;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 
 pub use api::ApiClient;
 pub use client::WsClient;
 pub use node::Node;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
+
+/// Where the nodes' Redis is: one `redis-server` or a Redis Cluster, so one
+/// test body can run against both.
+pub trait RedisBackend {
+    /// The node arguments that point at it.
+    fn node_args(&self) -> Vec<String>;
+}
+
+impl RedisBackend for RedisServer {
+    fn node_args(&self) -> Vec<String> {
+        vec!["--redis-url".into(), self.url()]
+    }
+}
+
+impl RedisBackend for RedisCluster {
+    fn node_args(&self) -> Vec<String> {
+        vec!["--redis-cluster".into(), self.seeds()]
+    }
+}
 
 /// Generous bound for "eventually" in tests; never a performance assertion.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);

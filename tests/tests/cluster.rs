@@ -1,24 +1,50 @@
 //! End-to-end tests of a cluster: several real `palaver` processes sharing one
 //! real `redis-server` (private, on an ephemeral port, so tests can stop it).
+//! The tests that do not stop Redis run against a Redis Cluster too
+//! (3 masters + 3 replicas), as `<test>::one_redis` and `<test>::redis_cluster`.
 
 use std::{sync::Arc, time::Duration};
 
 use palaver_protocol::{Epoch, ErrorCode, PresenceState, ServerFrame};
-use palaver_tests::{Node, PATIENCE, RedisServer, WsClient, node::http_get};
+use palaver_tests::{Node, PATIENCE, RedisBackend, RedisServer, WsClient, node::http_get};
 use serde_json::json;
 use tokio::sync::Barrier;
 
-fn cluster(redis: &RedisServer, nodes: usize, extra: &[&str]) -> Vec<Node> {
-    let url = redis.url();
+fn cluster(redis: &dyn RedisBackend, nodes: usize, extra: &[&str]) -> Vec<Node> {
+    let backend = redis.node_args();
     (0..nodes)
         .map(|i| {
             let id = format!("n{i}");
-            let mut args = vec!["--redis-url", &url, "--node-id", &id];
+            let mut args: Vec<&str> = backend.iter().map(String::as_str).collect();
+            args.extend(["--node-id", &id]);
             args.extend_from_slice(extra);
             Node::start(&args)
         })
         .collect()
 }
+
+/// Runs an `async fn(&dyn RedisBackend)` test body against one Redis and
+/// against a Redis Cluster.
+macro_rules! on_redis_and_cluster {
+    ($body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_redis() {
+                super::$body(&palaver_tests::RedisServer::start()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$body(&palaver_tests::RedisCluster::start(3)).await
+            }
+        }
+    };
+}
+
+on_redis_and_cluster!(every_client_on_every_node_gets_every_message_once_in_order);
+on_redis_and_cluster!(a_client_moved_to_another_node_mid_stream_misses_nothing);
+on_redis_and_cluster!(killed_node_clients_resume_elsewhere_and_its_presence_expires);
+on_redis_and_cluster!(idempotent_retry_through_another_node_is_one_message);
 
 fn seqs(messages: &[(u64, String)]) -> Vec<u64> {
     messages.iter().map(|(s, _)| *s).collect()
@@ -43,10 +69,8 @@ async fn ready(node: &Node, want: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_client_on_every_node_gets_every_message_once_in_order() {
-    let redis = RedisServer::start();
-    let nodes = cluster(&redis, 3, &[]);
+async fn every_client_on_every_node_gets_every_message_once_in_order(redis: &dyn RedisBackend) {
+    let nodes = cluster(redis, 3, &[]);
     let (clients, senders, per_sender) = (30, 10, 20);
     let total = senders * per_sender;
     let barrier = Arc::new(Barrier::new(clients));
@@ -109,10 +133,8 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn a_client_moved_to_another_node_mid_stream_misses_nothing() {
-    let redis = RedisServer::start();
-    let nodes = cluster(&redis, 3, &[]);
+async fn a_client_moved_to_another_node_mid_stream_misses_nothing(redis: &dyn RedisBackend) {
+    let nodes = cluster(redis, 3, &[]);
     let mut sender = WsClient::connect(&nodes[2].ws_url("ann")).await;
     sender.join("lobby").await;
     let mut mover = WsClient::connect(&nodes[0].ws_url("bob")).await;
@@ -138,10 +160,8 @@ async fn a_client_moved_to_another_node_mid_stream_misses_nothing() {
     assert_eq!(seqs(&moved.messages("lobby", 1).await), vec![21]);
 }
 
-#[tokio::test]
-async fn killed_node_clients_resume_elsewhere_and_its_presence_expires() {
-    let redis = RedisServer::start();
-    let mut nodes = cluster(&redis, 2, &["--presence-ttl", "2s"]);
+async fn killed_node_clients_resume_elsewhere_and_its_presence_expires(redis: &dyn RedisBackend) {
+    let mut nodes = cluster(redis, 2, &["--presence-ttl", "2s"]);
     let mut watcher = WsClient::connect(&nodes[1].ws_url("watcher")).await;
     watcher.join("lobby").await;
     let mut ghost = WsClient::connect(&nodes[0].ws_url("ghost")).await;
@@ -260,10 +280,8 @@ async fn redis_restarted_empty_starts_a_new_epoch_and_says_so() {
     }
 }
 
-#[tokio::test]
-async fn idempotent_retry_through_another_node_is_one_message() {
-    let redis = RedisServer::start();
-    let nodes = cluster(&redis, 2, &[]);
+async fn idempotent_retry_through_another_node_is_one_message(redis: &dyn RedisBackend) {
+    let nodes = cluster(redis, 2, &[]);
     let mut watcher = WsClient::connect(&nodes[1].ws_url("watcher")).await;
     watcher.join("lobby").await;
     let mut first = WsClient::connect(&nodes[0].ws_url("ann")).await;

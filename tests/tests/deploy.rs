@@ -199,6 +199,41 @@ fn compose_file_describes_the_cluster() {
     );
 }
 
+#[test]
+fn redis_cluster_override_runs_the_gateways_on_a_cluster() {
+    let base = load_yaml("docker-compose.yml");
+    let compose = load_yaml("deploy/compose.redis-cluster.yml");
+    let services = &compose["services"];
+    let names = keys(services);
+    assert!(read("deploy/compose.redis-cluster.yml").contains("PALAVER_REDIS_URL: !reset null"));
+    let nodes: Vec<&String> = names.iter().filter(|n| n.starts_with("redis-node-")).collect();
+    assert_eq!(nodes.len(), 6, "3 masters + 3 replicas: {names:?}");
+    for node in &nodes {
+        let service = &services[node.as_str()];
+        let image = service["image"].as_str().expect("image");
+        assert!(public_image(image), "{node}: {image}");
+        let args: Vec<&str> =
+            service["command"].as_vec().expect("command").iter().filter_map(Yaml::as_str).collect();
+        assert!(args.windows(2).any(|w| w == ["--cluster-enabled", "yes"]), "{node}: {args:?}");
+        assert!(args.windows(2).any(|w| w == ["--cluster-announce-hostname", node.as_str()]));
+        assert!(keys(&services["redis-cluster-init"]["depends_on"]).contains(node.as_str()));
+    }
+    for gateway in ["gateway-1", "gateway-2", "gateway-3"] {
+        assert!(keys(&base["services"]).contains(gateway), "overrides an existing {gateway}");
+        let service = &services[gateway];
+        let seeds = env_var(service, "PALAVER_REDIS_CLUSTER").expect("PALAVER_REDIS_CLUSTER");
+        for seed in seeds.split(',') {
+            assert!(nodes.iter().any(|n| n.as_str() == host_of(seed)), "{gateway}: {seed}");
+        }
+        // `!reset null`: the base file's PALAVER_REDIS_URL must not reach the gateway
+        // (the two flags conflict).
+        // (The YAML parser reads the tagged value as the string "null".)
+        let url = &service["environment"]["PALAVER_REDIS_URL"];
+        assert!(url.is_null() || url.as_str() == Some("null"), "{gateway}: not reset: {url:?}");
+        assert!(keys(&service["depends_on"]).contains("redis-cluster-init"));
+    }
+}
+
 /// Ignored by default, not skipped: the Compose plugin comes from no Debian
 /// package, so `scripts/test.sh` cannot install it, and a test that returned
 /// early without it would pass without checking anything.
@@ -213,6 +248,15 @@ fn compose_file_passes_docker_compose_config() {
     let output = Command::new("docker")
         .args(["compose", "-f"])
         .arg(repo_path("docker-compose.yml"))
+        .args(["config", "--quiet"])
+        .output()
+        .expect("run docker compose");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(repo_path("docker-compose.yml"))
+        .arg("-f")
+        .arg(repo_path("deploy/compose.redis-cluster.yml"))
         .args(["config", "--quiet"])
         .output()
         .expect("run docker compose");

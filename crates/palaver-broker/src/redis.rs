@@ -1,10 +1,22 @@
-//! The cluster broker: stateless gateway nodes sharing one Redis.
+//! The cluster broker: stateless gateway nodes sharing one Redis or one
+//! Redis Cluster.
 //!
 //! Redis holds everything nodes must agree on (sequence numbers, history,
 //! idempotency, presence) and carries room events between nodes over pub/sub.
 //! Each publish is one Lua script that sequences, stores and `PUBLISH`es, so
 //! every subscriber sees a room's messages in sequence order and Redis is
 //! touched once per message, never once per delivery.
+//!
+//! # One Redis or a Redis Cluster
+//!
+//! The same keys, scripts and channels serve both. Every key and the channel
+//! of a room share the hash tag `{<room>}`, so a room lives on one slot and its
+//! scripts stay atomic on one shard; every script gets all its keys as `KEYS`.
+//! On a Cluster the room channels (and the control channel) are *sharded*
+//! channels (`SPUBLISH`/`SSUBSCRIBE`, Redis 7): a message travels only within
+//! its shard, where classic `PUBLISH` would be broadcast to every node of the
+//! cluster. A single Redis keeps classic `PUBLISH`/`SUBSCRIBE` (any Redis ≥ 6).
+//! The directory's keys share the tag `{nodes}` (one slot, low traffic).
 //!
 //! # Key layout
 //!
@@ -23,8 +35,8 @@
 //!
 //! | channel | carries |
 //! |---------|---------|
-//! | `{prefix}:room:{<room>}` | JSON [`Envelope`]s: messages (in seq order) and presence events |
-//! | `{prefix}:control` | JSON [`Control`](crate::Control) orders for every node (`control`) |
+//! | `{prefix}:room:{<room>}` | JSON [`Envelope`]s: messages (in seq order) and presence events (sharded channel on a Cluster) |
+//! | `{prefix}:control` | JSON [`Control`](crate::Control) orders for every node (`control`; sharded channel on a Cluster) |
 //!
 //! The cluster directory (live nodes, their reports and active rooms) has
 //! its own keys, listed in `directory`.
@@ -69,7 +81,7 @@ use std::{fmt, future::Future, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use palaver_protocol::{BusEvent, Envelope, HistoryQuery, PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
-use redis::{RedisResult, aio::MultiplexedConnection};
+use redis::RedisResult;
 use tokio::{
     sync::{Semaphore, oneshot},
     task::JoinSet,
@@ -80,7 +92,7 @@ use tracing::{info, warn};
 
 pub use self::stats::{RedisStats, RedisStatsSnapshot};
 use self::{
-    connections::CommandPool,
+    connections::{CommandPool, Conn},
     directory::Directory,
     flight::SingleFlight,
     history::Read,
@@ -105,8 +117,13 @@ use crate::{
 /// Its `Debug` output hides the URL's credentials, so the config can be logged.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`.
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`; with `cluster`, the
+    /// comma-separated URLs of one or more nodes of the Redis Cluster (seeds:
+    /// the rest of the cluster is discovered from them), e.g.
+    /// `redis://10.0.0.1:7000,redis://10.0.0.2:7000`.
     pub url: String,
+    /// `url` names a Redis Cluster. Default false.
+    pub cluster: bool,
     /// Namespace of every key and channel, so several deployments can share a Redis.
     pub prefix: String,
     /// This node's id; it owns the presence entries it creates.
@@ -145,6 +162,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            cluster: false,
             prefix: "palaver".into(),
             node_id: node_id.into(),
             history_max: 1000,
@@ -165,6 +183,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &redact(&self.url))
+            .field("cluster", &self.cluster)
             .field("prefix", &self.prefix)
             .field("node_id", &self.node_id)
             .field("history_max", &self.history_max)
@@ -180,14 +199,47 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL with any `user:password@` replaced by `***@`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+impl RedisConfig {
+    /// Where Redis is, as the config says.
+    fn target(&self) -> Result<Target, BrokerError> {
+        if !self.cluster {
+            return Ok(Target::Single(self.url.clone()));
+        }
+        let seeds: Vec<String> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if seeds.is_empty() {
+            return Err(BrokerError::Unavailable("redis cluster: no seed URL".into()));
+        }
+        // A brace in the prefix would become the keys' hash tag instead of the room.
+        if self.prefix.contains(['{', '}']) {
+            return Err(BrokerError::Unavailable("redis prefix must not contain braces".into()));
+        }
+        Ok(Target::Cluster(seeds))
+    }
+}
+
+/// Where Redis is.
+pub(crate) enum Target {
+    /// One Redis (or a proxy in front of several), by URL.
+    Single(String),
+    /// A Redis Cluster, by the URLs of some of its nodes.
+    Cluster(Vec<String>),
+}
+
+/// The URL(s) with any `user:password@` replaced by `***@`.
+fn redact(urls: &str) -> String {
+    let one = |url: &str| match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_owned(),
-    }
+    };
+    urls.split(',').map(one).collect::<Vec<_>>().join(",")
 }
 
 /// Identical reads (room, kind, evidence) share one Redis call.
@@ -199,6 +251,8 @@ type MembersKey = (RoomName, Option<UserName>, usize);
 /// not keep the handle itself alive, or dropping it would stop nothing).
 struct Core {
     config: RedisConfig,
+    /// On a Redis Cluster: room and control channels are sharded channels.
+    sharded: bool,
     inbox: Arc<dyn Inbox>,
     commands: CommandPool,
     scripts: Scripts,
@@ -220,7 +274,7 @@ impl Core {
     /// Runs one command, counting failures.
     async fn command<T, F, Fut>(&self, command: F) -> Result<T, BrokerError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let result = self.commands.run(command).await;
@@ -261,6 +315,11 @@ impl Core {
         invocation
     }
 
+    /// `SPUBLISH` on a Cluster, else `PUBLISH`.
+    fn publish_command(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
+    }
+
     async fn signal(
         &self,
         room: &RoomName,
@@ -275,9 +334,10 @@ impl Core {
         }
         .to_json();
         let channel = keys::channel(&self.config.prefix, room);
+        let publish = self.publish_command();
         let _receivers: i64 = self
             .command(|mut conn| async move {
-                redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut conn).await
+                redis::cmd(publish).arg(channel).arg(payload).query_async(&mut conn).await
             })
             .await?;
         add(&self.stats.signals, 1);
@@ -308,9 +368,10 @@ impl RedisBroker {
         config: RedisConfig,
         inbox: Arc<dyn Inbox>,
     ) -> Result<Arc<RedisBroker>, BrokerError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| BrokerError::Unavailable(format!("invalid redis url: {e}")))?;
-        let commands = CommandPool::new(&config.url, config.connections, config.command_timeout)?;
+        let target = config.target()?;
+        let sharded = matches!(target, Target::Cluster(_));
+        let client = pubsub::BusClient::new(&target, config.command_timeout)?;
+        let commands = CommandPool::new(&target, config.connections, config.command_timeout)?;
         let shutdown = config.shutdown.child_token();
         let (publisher, pending) = Publisher::new();
         let stats = Arc::new(RedisStats::default());
@@ -327,7 +388,8 @@ impl RedisBroker {
         let core = Arc::new(Core {
             inbox,
             commands,
-            scripts: Scripts::new(),
+            sharded,
+            scripts: Scripts::new(sharded),
             bus: Bus::new(config.prefix.clone(), config.command_timeout),
             publisher,
             presence: LocalPresence::new(),
@@ -351,6 +413,7 @@ impl RedisBroker {
         info!(
             node = %core.config.node_id,
             prefix = %core.config.prefix,
+            cluster = sharded,
             ready = core.bus.is_up(),
             "redis broker started"
         );
@@ -488,5 +551,23 @@ mod tests {
         assert!(shown.contains("redis://***@redis.internal:6379/0"), "{shown}");
         assert!(!shown.contains("s3cret"));
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact("redis://a:x@h1:7000,redis://h2:7001,redis://:y@h3:7002"),
+            "redis://***@h1:7000,redis://h2:7001,redis://***@h3:7002"
+        );
+    }
+
+    #[test]
+    fn cluster_seeds_parse() {
+        let mut config = RedisConfig::new(" redis://h1:7000, ,redis://h2:7001", "n1");
+        assert!(matches!(config.target(), Ok(Target::Single(_))));
+        config.cluster = true;
+        let Ok(Target::Cluster(seeds)) = config.target() else { panic!("a cluster") };
+        assert_eq!(seeds, ["redis://h1:7000", "redis://h2:7001"]);
+        config.prefix = "a{b}".into();
+        assert!(config.target().is_err(), "a brace would be the hash tag");
+        config.prefix = "palaver".into();
+        config.url = " , ".into();
+        assert!(config.target().is_err());
     }
 }

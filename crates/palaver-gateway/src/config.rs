@@ -30,8 +30,13 @@ pub struct Config {
     pub(crate) node_id: Option<String>,
 
     /// Redis URL; when set, the node joins the cluster through Redis. Unset: single node, in-memory.
-    #[arg(long, env = "PALAVER_REDIS_URL")]
+    #[arg(long, env = "PALAVER_REDIS_URL", conflicts_with = "redis_cluster")]
     pub(crate) redis_url: Option<String>,
+
+    /// Redis Cluster instead of one Redis: comma-separated URLs of one or more
+    /// of its nodes (seeds), e.g. `redis://10.0.0.1:7000,redis://10.0.0.2:7000`.
+    #[arg(long, env = "PALAVER_REDIS_CLUSTER")]
+    pub(crate) redis_cluster: Option<String>,
 
     /// Prefix of every Redis key and channel, to share one Redis between clusters.
     #[arg(long, env = "PALAVER_REDIS_PREFIX", default_value = "palaver")]

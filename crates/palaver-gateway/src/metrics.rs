@@ -627,6 +627,11 @@ impl Collector for NodeCollector {
                     "Redis commands that failed (timeouts, lost connections, script errors).",
                     s.command_errors,
                 ),
+                (
+                    "redis_resubscribes",
+                    "Redis Cluster: rooms re-subscribed after their slot moved (members resync).",
+                    s.resubscribes,
+                ),
             ] {
                 counter(&mut e, name, help, value)?;
             }

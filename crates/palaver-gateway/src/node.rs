@@ -51,7 +51,8 @@ pub(crate) struct Node {
     accepting: AtomicBool,
 }
 
-/// The broker the config asks for: Redis when `--redis-url` is set, else memory.
+/// The broker the config asks for: Redis when `--redis-url` or `--redis-cluster` is set,
+/// else memory.
 pub(crate) struct Backend {
     /// The broker every connection uses.
     pub(crate) broker: SharedBroker,

@@ -31,11 +31,16 @@ async fn backend(
     registry: &Arc<Registry>,
 ) -> anyhow::Result<Backend> {
     let inbox = Arc::new(HubInbox { hub: hub.clone(), registry: registry.clone() });
-    let Some(url) = &config.redis_url else {
-        let broker = Arc::new(MemoryBroker::new(inbox, config.history_size));
-        return Ok(Backend { broker, redis: None });
+    let (url, cluster) = match (&config.redis_url, &config.redis_cluster) {
+        (Some(url), _) => (url, false),
+        (None, Some(seeds)) => (seeds, true),
+        (None, None) => {
+            let broker = Arc::new(MemoryBroker::new(inbox, config.history_size));
+            return Ok(Backend { broker, redis: None });
+        }
     };
     let mut redis = RedisConfig::new(url.clone(), node_id);
+    redis.cluster = cluster;
     redis.prefix = config.redis_prefix.clone();
     redis.history_max = config.history_size;
     redis.room_ttl = config.history_ttl;
@@ -43,7 +48,7 @@ async fn backend(
     redis.report_ttl = crate::directory::REPORT_EVERY * 3;
     let redis = RedisBroker::connect(redis, inbox).await.context("redis broker")?;
     if !redis.is_ready() {
-        tracing::warn!(url = %url, "redis is not reachable yet; starting not ready");
+        tracing::warn!(cluster, "redis is not reachable yet; starting not ready");
     }
     Ok(Backend { broker: redis.clone(), redis: Some(redis) })
 }

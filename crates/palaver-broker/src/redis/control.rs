@@ -5,6 +5,9 @@
 //! |---------|---------|
 //! | `{prefix}:control` | JSON [`Control`] orders |
 //!
+//! On a Redis Cluster it is a sharded channel like the rooms' (one shard
+//! carries it, instead of every node of the cluster).
+//!
 //! Every node's pub/sub connection subscribes to it on every (re)connect,
 //! whatever rooms it serves, and the publishing node receives its own order
 //! the same way as the others: one path for everyone. Delivery is Redis
@@ -13,11 +16,10 @@
 
 use std::time::Duration;
 
-use redis::aio::PubSubSink;
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::{Core, stats::add};
+use super::{Core, pubsub::Sink, stats::add};
 use crate::{broker::BrokerError, cluster::Control};
 
 /// The control channel's name under `prefix`.
@@ -34,10 +36,10 @@ pub(crate) fn is_control(prefix: &str, channel: &str) -> bool {
 /// Subscribes a fresh pub/sub connection to the control channel.
 pub(crate) async fn subscribe(
     prefix: &str,
-    sink: &PubSubSink,
+    sink: &Sink,
     limit: Duration,
 ) -> Result<(), BrokerError> {
-    match timeout(limit, sink.clone().subscribe(channel(prefix))).await {
+    match timeout(limit, sink.subscribe(channel(prefix))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(BrokerError::Unavailable(format!("subscribe control: {e}"))),
         Err(_) => Err(BrokerError::Unavailable("subscribe control timed out".into())),
@@ -45,14 +47,15 @@ pub(crate) async fn subscribe(
 }
 
 impl Core {
-    /// See [`crate::Broker::control`]: `PUBLISH`es the order; Redis answers
+    /// See [`crate::Broker::control`]: `(S)PUBLISH`es the order; Redis answers
     /// how many nodes' connections received it.
     pub(crate) async fn publish_control(&self, order: &Control) -> Result<u64, BrokerError> {
         let payload = order.to_json();
         let channel = channel(&self.config.prefix);
+        let publish = self.publish_command();
         let receivers: i64 = self
             .command(|mut conn| async move {
-                redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut conn).await
+                redis::cmd(publish).arg(channel).arg(payload).query_async(&mut conn).await
             })
             .await?;
         Ok(receivers.max(0) as u64)

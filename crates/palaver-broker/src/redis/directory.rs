@@ -4,17 +4,24 @@
 //!
 //! | key | type | holds |
 //! |-----|------|-------|
-//! | `{prefix}:nodes` | zset | node id -> expiry of its report (ms, Redis clock) |
-//! | `{prefix}:node:{<node>}` | string | the node's latest [`NodeReport`] (JSON), `PX report_ttl` |
-//! | `{prefix}:node:{<node>}:rooms` | zset | rooms with local members (all scores 0, read by lex), `PX report_ttl` |
-//! | `{prefix}:nodes:union` | zset | scratch key of the distinct-rooms count, deleted by the same script |
+//! | `{prefix}:{nodes}` | zset | node id -> expiry of its report (ms, Redis clock) |
+//! | `{prefix}:{nodes}:node:{<node>}` | string | the node's latest [`NodeReport`] (JSON), `PX report_ttl` |
+//! | `{prefix}:{nodes}:node:{<node>}:rooms` | zset | rooms with local members (all scores 0, read by lex), `PX report_ttl` |
+//! | `{prefix}:{nodes}:union` | zset | scratch key of the distinct-rooms count, deleted by the same script |
+//!
+//! Every directory key carries the hash tag `{nodes}` (the first braces of a
+//! key are its tag), so on a Redis Cluster they share one slot and a script
+//! may read several; the braces around the node id only delimit it.
 //!
 //! Each node writes only its own keys, with one script per report (every
 //! third of `report_ttl`); its room list is rewritten only when it changed
 //! (or Redis lost it), else just kept alive. A node that dies stops
-//! reporting and drops out within `report_ttl`. A page of rooms reads at most
-//! `limit + 1` names per live node (`ZRANGEBYLEX`) and one `ZCOUNT` of the
-//! presence set per returned room: O(nodes × limit), never O(rooms).
+//! reporting and drops out within `report_ttl`. Reads are two steps, since a
+//! script must be given every key it touches: the live nodes first, then
+//! their keys. A page of rooms reads at most `limit + 1` names per live node
+//! (`ZRANGEBYLEX`) and then one `ZCOUNT` of the presence set per returned
+//! room (each on the room's own shard, concurrently): O(nodes × limit),
+//! never O(rooms).
 
 use std::sync::LazyLock;
 
@@ -23,8 +30,11 @@ use parking_lot::Mutex;
 use redis::{Script, Value};
 use tracing::warn;
 
+use futures_util::{StreamExt, stream};
+
 use super::{
     Core,
+    keys::RoomKeys,
     scripts::{integer, text},
 };
 use crate::{
@@ -32,13 +42,21 @@ use crate::{
     cluster::{ClusterReport, MAX_ROOMS_PAGE, NodeReport, RoomSummary, RoomsPage},
 };
 
-/// Shared prologue: the Redis clock in ms, and the live nodes.
-/// KEYS[1]: the nodes zset.
-const LIVE_NODES: &str = r#"
+/// The Redis clock in ms.
+const NOW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now), '+inf')
 "#;
+
+/// The live nodes. KEYS: the nodes zset. Returns their ids.
+static LIVE_NODES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}{}",
+        r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now), '+inf')
+"#
+    ))
+});
 
 /// Records one node's report and keeps (or rewrites) its room list.
 ///
@@ -80,51 +98,47 @@ return 1
     )
 });
 
-/// The live nodes' reports, and how many distinct rooms their lists hold
+/// The given nodes' reports, and how many distinct rooms their lists hold
 /// (a union into a scratch key: O(active rooms), for dashboards).
 ///
-/// KEYS: nodes zset, scratch key. ARGV: key prefix of reports (`{prefix}:node:{`).
-/// Returns `{distinct rooms, report JSON, ...}`.
+/// KEYS: scratch key, then each node's report key and rooms key.
+/// Returns `{distinct rooms, report JSON, ...}` (missing reports skipped).
 static NODES: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LIVE_NODES}{}",
+    Script::new(
         r#"
 local out = {0}
 local lists = {}
-for _, node in ipairs(nodes) do
-  local report = redis.call('GET', ARGV[1] .. node .. '}')
+for i = 2, #KEYS, 2 do
+  local report = redis.call('GET', KEYS[i])
   if report then
     out[#out + 1] = report
   end
-  lists[#lists + 1] = ARGV[1] .. node .. '}:rooms'
+  lists[#lists + 1] = KEYS[i + 1]
 end
 if #lists > 0 then
-  out[1] = redis.call('ZUNIONSTORE', KEYS[2], #lists, unpack(lists))
-  redis.call('DEL', KEYS[2])
+  out[1] = redis.call('ZUNIONSTORE', KEYS[1], #lists, unpack(lists))
+  redis.call('DEL', KEYS[1])
 end
 return out
-"#
-    ))
+"#,
+    )
 });
 
-/// One page of active rooms with their cluster-wide member counts.
+/// One page of the names of active rooms.
 ///
-/// KEYS: nodes zset. ARGV: key prefix of reports (`{prefix}:node:{`), room
-/// key head and presence tail (`{prefix}:room:{`, `}:presence`), cursor
-/// (`''` for the start), limit.
-/// Returns `{more (0|1), room, members, room, members, ...}`.
+/// KEYS: the rooms key of each live node. ARGV: cursor (`''` for the start), limit.
+/// Returns `{more (0|1), room, room, ...}`.
 static ROOMS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{LIVE_NODES}{}",
+    Script::new(
         r#"
 local min = '-'
-if ARGV[4] ~= '' then
-  min = '(' .. ARGV[4]
+if ARGV[1] ~= '' then
+  min = '(' .. ARGV[1]
 end
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[2])
 local seen, names = {}, {}
-for _, node in ipairs(nodes) do
-  local rooms = redis.call('ZRANGEBYLEX', ARGV[1] .. node .. '}:rooms', min, '+', 'LIMIT', 0, limit + 1)
+for _, rooms_key in ipairs(KEYS) do
+  local rooms = redis.call('ZRANGEBYLEX', rooms_key, min, '+', 'LIMIT', 0, limit + 1)
   for _, room in ipairs(rooms) do
     if not seen[room] then
       seen[room] = true
@@ -137,12 +151,20 @@ local out = {0}
 if #names > limit then
   out[1] = 1
 end
-local live = '(' .. string.format('%d', now)
 for i = 1, math.min(#names, limit) do
   out[#out + 1] = names[i]
-  out[#out + 1] = redis.call('ZCOUNT', ARGV[2] .. names[i] .. ARGV[3], live, '+inf')
 end
 return out
+"#,
+    )
+});
+
+/// How many users of a room are live. KEYS: the room's presence set.
+static MEMBER_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}{}",
+        r#"
+return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf')
 "#
     ))
 });
@@ -156,17 +178,17 @@ pub(crate) struct Directory {
 
 /// The cluster-wide nodes zset.
 fn nodes_key(prefix: &str) -> String {
-    format!("{prefix}:nodes")
+    format!("{prefix}:{{nodes}}")
 }
 
-/// Common head of every node's keys: `{prefix}:node:{` (then the id and `}`).
-fn node_key_head(prefix: &str) -> String {
-    format!("{prefix}:node:{{")
+/// A node's report key (its rooms key adds `:rooms`).
+fn node_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}:{{nodes}}:node:{{{node}}}")
 }
 
-/// The head and tail around a room name that make its presence key.
-fn presence_key_parts(prefix: &str) -> (String, &'static str) {
-    (format!("{prefix}:room:{{"), "}:presence")
+/// The scratch key of the distinct-rooms count.
+fn union_key(prefix: &str) -> String {
+    format!("{prefix}:{{nodes}}:union")
 }
 
 impl Core {
@@ -190,7 +212,7 @@ impl Core {
         replace: bool,
     ) -> Result<bool, BrokerError> {
         let prefix = &self.config.prefix;
-        let node_key = format!("{}{}}}", node_key_head(prefix), self.config.node_id);
+        let node_key = node_key(prefix, &self.config.node_id);
         let json = serde_json::to_string(report).expect("reports always serialise");
         let mut invocation = REPORT.prepare_invoke();
         invocation
@@ -213,12 +235,23 @@ impl Core {
         Ok(written == 1)
     }
 
+    /// The ids of the nodes whose report has not expired.
+    async fn live_nodes(&self) -> Result<Vec<String>, BrokerError> {
+        let mut invocation = LIVE_NODES.prepare_invoke();
+        invocation.key(nodes_key(&self.config.prefix));
+        self.command(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await
+    }
+
     /// See [`crate::Broker::nodes`].
     pub(crate) async fn nodes(&self) -> Result<ClusterReport, BrokerError> {
         let prefix = &self.config.prefix;
-        let nodes_key = nodes_key(prefix);
+        let live = self.live_nodes().await?;
         let mut invocation = NODES.prepare_invoke();
-        invocation.key(&nodes_key).key(format!("{nodes_key}:union")).arg(node_key_head(prefix));
+        invocation.key(union_key(prefix));
+        for node in &live {
+            let key = node_key(prefix, node);
+            invocation.key(&key).key(format!("{key}:rooms"));
+        }
         let reply: Vec<Value> = self
             .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
@@ -248,60 +281,86 @@ impl Core {
     ) -> Result<RoomsPage, BrokerError> {
         let prefix = &self.config.prefix;
         let limit = limit.clamp(1, MAX_ROOMS_PAGE);
-        let (head, tail) = presence_key_parts(prefix);
+        let live = self.live_nodes().await?;
+        if live.is_empty() {
+            return Ok(RoomsPage { rooms: Vec::new(), more: false });
+        }
         let mut invocation = ROOMS.prepare_invoke();
-        invocation
-            .key(nodes_key(prefix))
-            .arg(node_key_head(prefix))
-            .arg(head)
-            .arg(tail)
-            .arg(after.map_or("", RoomName::as_str))
-            .arg(limit);
+        for node in &live {
+            invocation.key(format!("{}:rooms", node_key(prefix, node)));
+        }
+        invocation.arg(after.map_or("", RoomName::as_str)).arg(limit);
         let reply: Value = self
             .command(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
-        decode_rooms(&reply)
+        let (names, more) = decode_rooms(&reply)?;
+        // Each count runs on the room's own shard.
+        let presence_keys: Vec<String> =
+            names.iter().map(|room| RoomKeys::new(prefix, room).presence).collect();
+        let counts = stream::iter(presence_keys)
+            .map(|key| async move {
+                let mut invocation = MEMBER_COUNT.prepare_invoke();
+                invocation.key(key);
+                self.command(move |mut conn| async move {
+                    invocation.invoke_async::<u64>(&mut conn).await
+                })
+                .await
+            })
+            .buffered(COUNTS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let rooms = names
+            .into_iter()
+            .zip(counts)
+            .map(|(room, members)| Ok(RoomSummary { room, members: members? }))
+            .collect::<Result<_, BrokerError>>()?;
+        Ok(RoomsPage { rooms, more })
     }
 }
 
-fn decode_rooms(reply: &Value) -> Result<RoomsPage, BrokerError> {
+/// Most member counts in flight at once while listing rooms.
+const COUNTS_IN_FLIGHT: usize = 64;
+
+/// The names of a [`ROOMS`] reply (invalid ones skipped) and whether more follow.
+fn decode_rooms(reply: &Value) -> Result<(Vec<RoomName>, bool), BrokerError> {
     let corrupt = || BrokerError::Corrupt("unexpected rooms reply".into());
     let Value::Array(items) = reply else { return Err(corrupt()) };
-    let (more, pairs) = items.split_first().ok_or_else(corrupt)?;
+    let (more, names) = items.split_first().ok_or_else(corrupt)?;
     let more = integer(more).ok_or_else(corrupt)? == 1;
-    let mut rooms = Vec::with_capacity(pairs.len() / 2);
-    for pair in pairs.chunks(2) {
-        let [name, members] = pair else { return Err(corrupt()) };
+    let mut rooms = Vec::with_capacity(names.len());
+    for name in names {
         let name = text(name).ok_or_else(corrupt)?;
-        let members = integer(members).ok_or_else(corrupt)?;
         match RoomName::parse(name) {
-            Ok(room) => rooms.push(RoomSummary { room, members }),
+            Ok(room) => rooms.push(room),
             Err(e) => warn!(room = name, error = %e, "skipped invalid room in the directory"),
         }
     }
-    Ok(RoomsPage { rooms, more })
+    Ok((rooms, more))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis::keys::RoomKeys;
 
     #[test]
-    fn presence_key_parts_match_the_room_layout() {
-        let room = RoomName::parse("a:b.c").expect("valid");
-        let (head, tail) = presence_key_parts("p");
-        assert_eq!(format!("{head}{room}{tail}"), RoomKeys::new("p", &room).presence);
+    fn directory_keys_share_one_slot() {
+        let slot = |key: &str| redis::cluster_routing::Slot::for_key(key);
+        let nodes = slot(&nodes_key("p"));
+        assert_eq!(slot(&node_key("p", "n1")), nodes);
+        assert_eq!(slot(&format!("{}:rooms", node_key("p", "n-2"))), nodes);
+        assert_eq!(slot(&union_key("p")), nodes);
     }
 
     #[test]
     fn rooms_reply_decodes() {
-        let reply =
-            Value::Array(vec![Value::Int(1), Value::BulkString(b"lobby".to_vec()), Value::Int(3)]);
-        let page = decode_rooms(&reply).expect("decodes");
-        assert!(page.more);
-        assert_eq!(page.rooms[0].room.as_str(), "lobby");
-        assert_eq!(page.rooms[0].members, 3);
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            Value::BulkString(b"lobby".to_vec()),
+            Value::BulkString(b"<bad>".to_vec()),
+        ]);
+        let (rooms, more) = decode_rooms(&reply).expect("decodes");
+        assert!(more);
+        assert_eq!(rooms.iter().map(RoomName::as_str).collect::<Vec<_>>(), ["lobby"]);
         assert!(decode_rooms(&Value::Array(vec![])).is_err());
     }
 }

@@ -15,14 +15,20 @@
 //!   count one `ZCOUNT` of live users: O(log N + page), whatever the room's size.
 //! * **Refresh**: every `presence_ttl / 3` this node extends its own entries,
 //!   one script call per room (batched) and all calls pipelined: O(local
-//!   entries) per tick, one round trip per 64 rooms. Entries found missing
+//!   entries) per tick, up to 64 calls in flight at once. Entries found missing
 //!   (swept during a long pause, or lost in an empty Redis restart) are
 //!   joined again and their users re-announced.
 //! * **Sweep**: on the same tick this node sweeps the rooms it is subscribed
-//!   to: users whose latest expiry passed (their node died) are removed and a
-//!   `leave` envelope is published from inside the script. A sweep that finds
-//!   nothing costs O(log N); every subscribed node sweeps, but only the one
-//!   whose script removes a user announces it.
+//!   to: one call lists the users whose latest expiry passed (their node
+//!   died), a second (only if there are any) removes them and publishes a
+//!   `leave` envelope from inside the script, every key passed as `KEYS` (a
+//!   Redis Cluster refuses keys a script builds itself). A sweep that finds
+//!   nothing costs one O(log N) call; every subscribed node sweeps, but only
+//!   the one whose script removes a user announces it.
+//!
+//! Calls for many rooms are sent concurrently on the multiplexed connection
+//! (which pipelines them on the wire), not as one `MULTI`-less pipeline: on
+//! a Cluster each room's call must go to its own shard.
 //!
 //! A crashed node's users are announced gone within `presence_ttl` plus one
 //! tick; key TTLs (three times `presence_ttl`) clean up rooms nobody sweeps.
@@ -33,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, future::join_all};
 use palaver_protocol::{PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
 use redis::{ScriptInvocation, Value};
@@ -44,15 +50,15 @@ use tracing::{debug, info, warn};
 use super::{
     Core,
     keys::{RoomKeys, leave_envelope_parts, presence_entry},
-    scripts::integer,
+    scripts::{integer, text},
     stats::add,
 };
 use crate::broker::{BrokerError, MembersPage};
 
 /// Most entries refreshed by one script call.
 const REFRESH_BATCH: usize = 200;
-/// Most script calls sent in one pipeline.
-const PIPELINE_BATCH: usize = 64;
+/// Most script calls in flight at once.
+const IN_FLIGHT: usize = 64;
 /// Most expired users one sweep call removes (the rest go next tick).
 const SWEEP_BATCH: usize = 100;
 
@@ -249,16 +255,14 @@ impl Core {
                 calls.push((room, batch, invocation));
             }
         }
+        let invocations: Vec<&ScriptInvocation<'_>> = calls.iter().map(|c| &c.2).collect();
+        let replies = self.invoke_all(&invocations).await?;
         let mut lost = Vec::new();
-        for chunk in calls.chunks(PIPELINE_BATCH) {
-            let invocations: Vec<&ScriptInvocation<'_>> = chunk.iter().map(|c| &c.2).collect();
-            let replies = self.pipeline(&self.scripts.presence_refresh, &invocations).await?;
-            for ((room, batch, _), reply) in chunk.iter().zip(replies) {
-                let Value::Array(indexes) = reply else { continue };
-                for index in indexes.iter().filter_map(integer) {
-                    if let Some((user, session)) = batch.get((index as usize).wrapping_sub(1)) {
-                        lost.push(((*room).clone(), user.clone(), session.clone()));
-                    }
+        for ((room, batch, _), reply) in calls.iter().zip(replies) {
+            let Value::Array(indexes) = reply else { continue };
+            for index in indexes.iter().filter_map(integer) {
+                if let Some((user, session)) = batch.get((index as usize).wrapping_sub(1)) {
+                    lost.push(((*room).clone(), user.clone(), session.clone()));
                 }
             }
         }
@@ -294,46 +298,57 @@ impl Core {
     /// Removes expired users from the rooms this node is subscribed to.
     async fn sweep(&self) -> Result<u64, BrokerError> {
         let rooms = self.bus.rooms();
-        let calls: Vec<ScriptInvocation<'_>> = rooms
+        let keys: Vec<RoomKeys> =
+            rooms.iter().map(|room| RoomKeys::new(&self.config.prefix, room)).collect();
+        let listings: Vec<ScriptInvocation<'_>> = keys
             .iter()
-            .map(|room| {
-                let keys = RoomKeys::new(&self.config.prefix, room);
-                let [head, tail] = leave_envelope_parts(room);
-                let mut invocation = self.scripts.presence_sweep.prepare_invoke();
-                invocation
-                    .key(&keys.presence)
-                    .key(&keys.roster)
-                    .arg(&keys.presence_user_prefix)
-                    .arg(&keys.channel)
-                    .arg(head)
-                    .arg(tail)
-                    .arg(SWEEP_BATCH);
+            .map(|keys| {
+                let mut invocation = self.scripts.presence_expired.prepare_invoke();
+                invocation.key(&keys.presence).arg(SWEEP_BATCH);
                 invocation
             })
             .collect();
-        let mut gone = 0;
-        for chunk in calls.chunks(PIPELINE_BATCH) {
-            let invocations: Vec<&ScriptInvocation<'_>> = chunk.iter().collect();
-            let replies = self.pipeline(&self.scripts.presence_sweep, &invocations).await?;
-            gone += replies.iter().filter_map(integer).sum::<u64>();
+        let expired = self.invoke_all(&listings.iter().collect::<Vec<_>>()).await?;
+        let mut sweeps = Vec::new();
+        for ((room, keys), users) in rooms.iter().zip(&keys).zip(&expired) {
+            let Value::Array(users) = users else { continue };
+            let users: Vec<UserName> =
+                users.iter().filter_map(text).filter_map(|u| UserName::parse(u).ok()).collect();
+            if users.is_empty() {
+                continue;
+            }
+            let [head, tail] = leave_envelope_parts(room);
+            let mut invocation = self.scripts.presence_sweep.prepare_invoke();
+            invocation.key(&keys.presence).key(&keys.roster).arg(&keys.channel).arg(head).arg(tail);
+            for user in &users {
+                invocation.key(keys.presence_user(user)).arg(user.as_str());
+            }
+            sweeps.push(invocation);
         }
-        Ok(gone)
+        let replies = self.invoke_all(&sweeps.iter().collect::<Vec<_>>()).await?;
+        Ok(replies.iter().filter_map(integer).sum())
     }
 
-    /// Runs script calls in one pipeline, loading the script first (it may be
-    /// missing after a Redis restart, and a pipeline cannot fall back).
-    async fn pipeline(
+    /// Runs script calls concurrently (at most [`IN_FLIGHT`] at once); each
+    /// goes to its room's shard and loads its script if Redis lacks it.
+    /// Fails if any call failed.
+    async fn invoke_all(
         &self,
-        script: &redis::Script,
         invocations: &[&ScriptInvocation<'_>],
     ) -> Result<Vec<Value>, BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.load_script(script).ignore();
-        for invocation in invocations {
-            pipe.invoke_script(invocation);
+        let mut replies = Vec::with_capacity(invocations.len());
+        for chunk in invocations.chunks(IN_FLIGHT) {
+            let mut calls = Vec::with_capacity(chunk.len());
+            for invocation in chunk {
+                calls.push(self.command(move |mut conn| async move {
+                    invocation.invoke_async::<Value>(&mut conn).await
+                }));
+            }
+            for reply in join_all(calls).await {
+                replies.push(reply?);
+            }
         }
-        self.command(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await })
-            .await
+        Ok(replies)
     }
 }
 

@@ -7,6 +7,10 @@
 //! lone publish goes at once; under load, publishes queue while every lane
 //! is busy and the next batch takes them all (up to [`MAX_BATCH`]), so the
 //! batch size follows the load and latency does not grow with it.
+//!
+//! On a Redis Cluster a script's keys must share one slot, so a batch is
+//! split by room (a room's keys share its hash tag) and the parts go out
+//! concurrently, each to its shard; only messages of one room share a call.
 
 use std::sync::Arc;
 
@@ -79,8 +83,24 @@ impl Core {
         }
     }
 
-    /// Sends one batch and hands each publisher its reply.
+    /// Sends one batch (split by room on a Cluster) and hands each publisher its reply.
     async fn publish_batch(&self, batch: Vec<Pending>) {
+        if !self.sharded {
+            return self.publish_call(batch).await;
+        }
+        let mut by_room: Vec<Vec<Pending>> = Vec::new();
+        for pending in batch {
+            match by_room.iter_mut().find(|group| group[0].room == pending.room) {
+                Some(group) => group.push(pending),
+                None => by_room.push(vec![pending]),
+            }
+        }
+        futures_util::future::join_all(by_room.into_iter().map(|group| self.publish_call(group)))
+            .await;
+    }
+
+    /// Sends one script call for `batch` and hands each publisher its reply.
+    async fn publish_call(&self, batch: Vec<Pending>) {
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .arg(new_epoch().as_str())

@@ -268,27 +268,40 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return lost
 "#;
 
-/// Removes expired entries of a room and announces users who are gone.
+/// The users of a room whose latest expiry has passed (the candidates of
+/// [`PRESENCE_SWEEP`]): O(log N) when nothing expired.
 ///
-/// KEYS: room presence set, room roster. ARGV: user entry set prefix, channel, leave
-/// envelope head and tail, batch size. Only users whose latest expiry has
-/// passed are visited, so a sweep with nothing expired is O(log N).
+/// KEYS: room presence set. ARGV: batch size.
+pub(crate) const PRESENCE_EXPIRED: &str = r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
+"#;
+
+/// Removes expired entries of the given users and announces those who are gone.
+///
+/// KEYS: room presence set, room roster, then each candidate's entry set.
+/// ARGV: channel, leave envelope head and tail, then each candidate user
+/// (as [`PRESENCE_EXPIRED`] listed them; each is checked again here, so a
+/// user who refreshed meanwhile stays). Every key is declared, as a Redis
+/// Cluster requires (they share the room's hash tag).
 /// Returns the number of users removed (each announced once, by this call).
 pub(crate) const PRESENCE_SWEEP: &str = r#"
-local users = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[5])
 local gone = 0
-for _, user in ipairs(users) do
-  local ukey = ARGV[1] .. user
-  redis.call('ZREMRANGEBYSCORE', ukey, '-inf', now)
-  local latest = redis.call('ZRANGE', ukey, -1, -1, 'WITHSCORES')
-  if latest[1] then
-    redis.call('ZADD', KEYS[1], latest[2], user)
-  else
-    redis.call('DEL', ukey)
-    redis.call('ZREM', KEYS[1], user)
-    redis.call('ZREM', KEYS[2], user)
-    redis.call('PUBLISH', ARGV[2], ARGV[3] .. cjson.encode(user) .. ARGV[4])
-    gone = gone + 1
+for i = 3, #KEYS do
+  local user = ARGV[i + 1]
+  local ukey = KEYS[i]
+  local expiry = redis.call('ZSCORE', KEYS[1], user)
+  if expiry and tonumber(expiry) <= now then
+    redis.call('ZREMRANGEBYSCORE', ukey, '-inf', now)
+    local latest = redis.call('ZRANGE', ukey, -1, -1, 'WITHSCORES')
+    if latest[1] then
+      redis.call('ZADD', KEYS[1], latest[2], user)
+    else
+      redis.call('DEL', ukey)
+      redis.call('ZREM', KEYS[1], user)
+      redis.call('ZREM', KEYS[2], user)
+      redis.call('PUBLISH', ARGV[1], ARGV[2] .. cjson.encode(user) .. ARGV[3])
+      gone = gone + 1
+    end
   end
 end
 return gone
@@ -308,15 +321,25 @@ pub(crate) struct Scripts {
     pub presence_page: Script,
     /// See [`PRESENCE_REFRESH`].
     pub presence_refresh: Script,
+    /// See [`PRESENCE_EXPIRED`].
+    pub presence_expired: Script,
     /// See [`PRESENCE_SWEEP`].
     pub presence_sweep: Script,
 }
 
 impl Scripts {
-    /// Compiles every script with its prologue.
-    pub fn new() -> Self {
-        let epoch = |body: &str| Script::new(&format!("{ROOM_STATE}{body}"));
-        let clock = |body: &str| Script::new(&format!("{NOW}{body}"));
+    /// Compiles every script with its prologue. `sharded` (on a Redis
+    /// Cluster): the scripts publish with `SPUBLISH`, on the room's shard.
+    pub fn new(sharded: bool) -> Self {
+        let command = |source: String| {
+            if sharded {
+                source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+            } else {
+                source
+            }
+        };
+        let epoch = |body: &str| Script::new(&command(format!("{ROOM_STATE}{body}")));
+        let clock = |body: &str| Script::new(&command(format!("{NOW}{body}")));
         Scripts {
             publish: epoch(PUBLISH),
             read: epoch(READ),
@@ -324,6 +347,7 @@ impl Scripts {
             presence_leave: clock(PRESENCE_LEAVE),
             presence_page: clock(PRESENCE_PAGE),
             presence_refresh: clock(PRESENCE_REFRESH),
+            presence_expired: clock(PRESENCE_EXPIRED),
             presence_sweep: clock(PRESENCE_SWEEP),
         }
     }

@@ -20,6 +20,7 @@ pub struct RedisStats {
     pub(crate) single_flight_hits: AtomicU64,
     pub(crate) presence_expired: AtomicU64,
     pub(crate) command_errors: AtomicU64,
+    pub(crate) resubscribes: AtomicU64,
 }
 
 /// One reading of [`RedisStats`]; every counter only grows.
@@ -51,6 +52,9 @@ pub struct RedisStatsSnapshot {
     pub presence_expired: u64,
     /// Commands that failed (timeouts, lost connections, script errors).
     pub command_errors: u64,
+    /// Redis Cluster: rooms re-subscribed after a topology change (slot
+    /// migrated, failover) whose members were sent to catch up.
+    pub resubscribes: u64,
 }
 
 impl RedisStats {
@@ -70,6 +74,7 @@ impl RedisStats {
             single_flight_hits: get(&self.single_flight_hits),
             presence_expired: get(&self.presence_expired),
             command_errors: get(&self.command_errors),
+            resubscribes: get(&self.resubscribes),
         }
     }
 }

@@ -9,8 +9,15 @@ use std::{
 };
 
 use palaver_broker::{Control, Draft, Inbox, RedisBroker, RedisConfig};
+
+/// The Redis Cluster harness, shared with the end-to-end tests (std only).
+#[path = "../../../../tests/src/redis_cluster.rs"]
+#[allow(dead_code)] // used by tests/redis_cluster.rs only
+mod redis_cluster;
 use palaver_protocol::{BusEvent, ClientMessageId, Envelope, PresenceState, RoomName, UserName};
 use parking_lot::Mutex;
+#[allow(unused_imports)] // used by tests/redis_cluster.rs only
+pub use redis_cluster::{RedisCluster, key_slot};
 
 /// A throwaway `redis-server` on a free port, with no persistence; killed on drop.
 pub struct RedisServer {
@@ -169,6 +176,12 @@ impl Recorder {
             .collect()
     }
 
+    /// Every `lost` call so far.
+    #[allow(dead_code)] // used by tests/redis_cluster.rs only
+    pub fn lost(&self) -> Vec<RoomName> {
+        self.lost.lock().clone()
+    }
+
     /// Every `bus_state` call so far.
     pub fn states(&self) -> Vec<bool> {
         self.states.lock().clone()
@@ -202,6 +215,23 @@ pub async fn node_with(
 ) -> Node {
     let mut config = RedisConfig::new(server.url(), id);
     config.command_timeout = Duration::from_millis(500);
+    config.heartbeat = Duration::from_millis(200);
+    adjust(&mut config);
+    let inbox = Arc::new(Recorder::default());
+    let broker = RedisBroker::connect(config, inbox.clone()).await.expect("broker starts");
+    Node { broker, inbox }
+}
+
+/// Starts a node against a Redis Cluster, letting the test adjust its config.
+#[allow(dead_code)] // used by tests/redis_cluster.rs only
+pub async fn cluster_node(
+    cluster: &RedisCluster,
+    id: &str,
+    adjust: impl FnOnce(&mut RedisConfig),
+) -> Node {
+    let mut config = RedisConfig::new(cluster.seeds(), id);
+    config.cluster = true;
+    config.command_timeout = Duration::from_millis(1000);
     config.heartbeat = Duration::from_millis(200);
     adjust(&mut config);
     let inbox = Arc::new(Recorder::default());
