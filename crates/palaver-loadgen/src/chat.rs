@@ -28,11 +28,11 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use serde::Serialize;
 use tokio::{
     sync::{mpsc, watch},
-    time::{Instant, sleep_until},
+    time::Instant,
 };
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
@@ -45,10 +45,11 @@ use crate::{
     fanout::settle,
     latency::{LatencySink, Recorder},
     order::{Arrival, OrderCounts, SeqTracker},
+    paced::{self, SendOutcome},
     procstat::{self, Pid},
     progress::Progress,
     report::{self, Checks, ConnectSummary, LatencySummary, ProcUsage, ProcWindow},
-    stamp::{MAX_HEADER_LEN, Stamp},
+    stamp::Stamp,
     swarm, window,
     wire::{self, ServerEvent},
 };
@@ -343,85 +344,44 @@ where
     }
 }
 
-/// What a sender did.
-struct SendOutcome {
-    sent: u64,
-    error: bool,
-}
-
-/// Sends on schedule from the start signal until the end of the run: message
-/// `n` (from 0) is due at `start + phase + n / rate`, the phase drawn at random
-/// within one period. Whatever is due is written as one batch and flushed
-/// once; lateness against the schedule is recorded.
+/// Sends on schedule from the start signal until the end of the run (see
+/// [`paced`]), the phase drawn at random within one period.
 async fn send<K>(sink: &mut K, index: usize, room: usize, shared: &Shared) -> SendOutcome
 where
     K: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    let mut outcome = SendOutcome { sent: 0, error: false };
-    let mut start = shared.start.clone();
-    let start = tokio::select! {
-        started = start.wait_for(Option::is_some) => started.ok().and_then(|s| *s),
-        () = shared.stop.cancelled() => None,
+    let schedule = paced::Schedule {
+        start: &shared.start,
+        stop: &shared.stop,
+        duration: shared.duration,
+        rate: shared.rate,
+        phase: rand::random::<f64>(),
+        max_batch: MAX_BATCH,
+        run: shared.run,
+        sender: index,
+        payload: shared.payload,
+        clock: &shared.clock,
     };
-    let Some(start) = start else {
-        shared.senders_done.fetch_add(1, Ordering::Relaxed);
-        return outcome;
-    };
-    let end = start + shared.duration;
-    let period = 1e9 / shared.rate;
-    let phase = period * rand::random::<f64>();
-    let due = |n: u64| start + Duration::from_nanos((phase + n as f64 * period) as u64);
     let room_name = &shared.rooms[room];
     let mut lag = shared.lag.recorder(index);
-    let mut text = String::with_capacity(shared.payload.max(MAX_HEADER_LEN));
     let mut id = String::with_capacity(32);
-    let mut n = 0u64;
-    'run: loop {
-        let next = due(n);
-        if next >= end {
-            break;
-        }
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break,
-            () = sleep_until(next) => {}
-        }
-        let now = Instant::now();
-        let mut batch = 0;
-        while batch < MAX_BATCH {
-            let at = due(n);
-            if at > now || at >= end {
-                break;
-            }
-            n += 1;
-            text.clear();
-            let stamp = Stamp {
-                run: shared.run,
-                sender: index as u32,
-                n,
-                sent_nanos: shared.clock.now_nanos(),
-            };
-            stamp.write(&mut text, shared.payload);
+    let outcome = paced::send(
+        sink,
+        schedule,
+        &mut lag,
+        |text, n| {
             id.clear();
             let _ = write!(id, "{:08x}-{index}-{n}", shared.run);
             let mut frame = String::with_capacity(text.len() + room_name.len() + id.len() + 48);
-            wire::write_send(&mut frame, room_name, &id, &text);
-            if sink.feed(Message::Text(frame.into())).await.is_err() {
-                outcome.error = true;
-                break 'run;
-            }
-            lag.record_nanos(now.saturating_duration_since(at).as_nanos() as u64);
-            batch += 1;
-        }
-        if sink.flush().await.is_err() {
-            outcome.error = true;
-            break;
-        }
-        // Counted once flushed: only then is the batch on its way.
-        outcome.sent += batch;
-        shared.sent.add(index, batch);
-        shared.room_sent[room].fetch_add(batch, Ordering::Relaxed);
-    }
+            wire::write_send(&mut frame, room_name, &id, text);
+            frame
+        },
+        |batch| {
+            shared.sent.add(index, batch);
+            shared.room_sent[room].fetch_add(batch, Ordering::Relaxed);
+        },
+    )
+    .await;
     shared.senders_done.fetch_add(1, Ordering::Relaxed);
     outcome
 }
@@ -457,7 +417,7 @@ async fn client(shared: Arc<Shared>, index: usize, opened: Opened) -> ClientOutc
         last_delivery_nanos,
         ended,
         sent: sent.sent,
-        send_error: sent.error,
+        send_error: sent.error.is_some(),
     }
 }
 

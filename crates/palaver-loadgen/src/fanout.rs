@@ -20,11 +20,11 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use serde::Serialize;
 use tokio::{
     sync::{mpsc, watch},
-    time::{Instant, sleep, sleep_until},
+    time::{Instant, sleep},
 };
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
@@ -36,10 +36,11 @@ use crate::{
     counter::ShardedCounter,
     latency::{LatencySink, Recorder},
     order::{Arrival, OrderCounts, SeqTracker},
+    paced::{self, SendOutcome},
     procstat::Pid,
     progress::Progress,
     report::{self, Checks, ConnectSummary, LatencySummary, ProcUsage, ProcWindow},
-    stamp::{MAX_HEADER_LEN, Stamp},
+    stamp::Stamp,
     swarm, window,
     wire::{self, ServerEvent},
 };
@@ -200,92 +201,48 @@ where
     }
 }
 
-/// What a sender did.
-struct SendOutcome {
-    sent: u64,
-    error: Option<String>,
-}
-
-/// Publishes on schedule from the start signal until the end of the run.
-/// Message `n` (from 0) is due at `start + phase + n / rate`; senders are
-/// phased evenly so they do not all fire at once. Whatever is due is written
-/// as one batch and flushed once; lateness against the schedule is recorded.
+/// Publishes on schedule from the start signal until the end of the run
+/// (see [`paced`]); senders are phased evenly so they do not all fire at once.
 async fn send<K>(sink: &mut K, sender: usize, shared: &Shared) -> SendOutcome
 where
     K: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    let mut outcome = SendOutcome { sent: 0, error: None };
-    let mut start = shared.start.clone();
-    let start = tokio::select! {
-        started = start.wait_for(Option::is_some) => started.ok().and_then(|s| *s),
-        () = shared.stop.cancelled() => None,
+    let schedule = paced::Schedule {
+        start: &shared.start,
+        stop: &shared.stop,
+        duration: shared.duration,
+        rate: shared.rate,
+        phase: sender as f64 / shared.senders as f64,
+        max_batch: MAX_BATCH,
+        run: shared.run,
+        sender,
+        payload: shared.payload,
+        clock: &shared.clock,
     };
-    let Some(start) = start else {
-        shared.senders_done.fetch_add(1, Ordering::Relaxed);
-        return outcome;
-    };
-    let end = start + shared.duration;
-    let period = 1e9 / shared.rate;
-    let phase = period * sender as f64 / shared.senders as f64;
-    let due = |n: u64| start + Duration::from_nanos((phase + n as f64 * period) as u64);
     let group = shared.group_of[sender];
     let room = &shared.rooms[group % shared.rooms.len()];
     let mut lag = shared.lag.recorder(sender);
-    let mut text = String::with_capacity(shared.payload.max(MAX_HEADER_LEN));
     let mut id = String::with_capacity(32);
-    let mut n = 0u64;
-    'run: loop {
-        let next = due(n);
-        if next >= end {
-            break;
-        }
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break,
-            () = sleep_until(next) => {}
-        }
-        let now = Instant::now();
-        let mut batch = 0;
-        while batch < MAX_BATCH {
-            let at = due(n);
-            if at > now || at >= end {
-                break;
+    let outcome = paced::send(
+        sink,
+        schedule,
+        &mut lag,
+        |text, n| match shared.protocol {
+            Protocol::Palaver => {
+                id.clear();
+                let _ = write!(id, "{:08x}-{sender}-{n}", shared.run);
+                let mut frame = String::with_capacity(text.len() + room.len() + id.len() + 48);
+                wire::write_send(&mut frame, room, &id, text);
+                frame
             }
-            n += 1;
-            text.clear();
-            let stamp = Stamp {
-                run: shared.run,
-                sender: sender as u32,
-                n,
-                sent_nanos: shared.clock.now_nanos(),
-            };
-            stamp.write(&mut text, shared.payload);
-            let frame = match shared.protocol {
-                Protocol::Palaver => {
-                    id.clear();
-                    let _ = write!(id, "{:08x}-{sender}-{n}", shared.run);
-                    let mut frame = String::with_capacity(text.len() + room.len() + id.len() + 48);
-                    wire::write_send(&mut frame, room, &id, &text);
-                    frame
-                }
-                Protocol::Raw => text.clone(),
-            };
-            if let Err(e) = sink.feed(Message::Text(frame.into())).await {
-                outcome.error = Some(e.to_string());
-                break 'run;
-            }
-            lag.record_nanos(now.saturating_duration_since(at).as_nanos() as u64);
-            batch += 1;
-        }
-        if let Err(e) = sink.flush().await {
-            outcome.error = Some(e.to_string());
-            break;
-        }
-        // Counted once flushed: only then is the batch on its way.
-        outcome.sent += batch;
-        shared.sent.add(sender, batch);
-        shared.group_sent[group].fetch_add(batch, Ordering::Relaxed);
-    }
+            Protocol::Raw => text.to_owned(),
+        },
+        |batch| {
+            shared.sent.add(sender, batch);
+            shared.group_sent[group].fetch_add(batch, Ordering::Relaxed);
+        },
+    )
+    .await;
     shared.senders_done.fetch_add(1, Ordering::Relaxed);
     outcome
 }

@@ -28,6 +28,7 @@ mod fanout;
 mod idle;
 mod latency;
 mod order;
+mod paced;
 mod procstat;
 mod progress;
 mod report;
