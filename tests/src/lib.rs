@@ -37,5 +37,19 @@ impl RedisBackend for RedisCluster {
     }
 }
 
+/// Starts `nodes` nodes `n0`, `n1`, … sharing `redis`, each with `extra` flags.
+pub fn cluster(redis: &dyn RedisBackend, nodes: usize, extra: &[&str]) -> Vec<Node> {
+    let backend = redis.node_args();
+    (0..nodes)
+        .map(|i| {
+            let id = format!("n{i}");
+            let mut args: Vec<&str> = backend.iter().map(String::as_str).collect();
+            args.extend(["--node-id", &id]);
+            args.extend_from_slice(extra);
+            Node::start(&args)
+        })
+        .collect()
+}
+
 /// Generous bound for "eventually" in tests; never a performance assertion.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use palaver_protocol::{ErrorCode, PresenceState, ServerFrame, limits::PRESENCE_BATCH_NAMES};
-use palaver_tests::{Node, RedisServer, WsClient};
+use palaver_tests::{Node, RedisServer, WsClient, cluster};
 use serde_json::json;
 
 /// Members joined before the observer: more than one `joined` page.
@@ -110,15 +110,7 @@ async fn a_big_room_joins_with_a_count_and_pages_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_room_counts_and_pages_across_two_nodes() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let id = format!("n{i}");
-            let mut args = vec!["--redis-url", &url, "--node-id", &id];
-            args.extend_from_slice(&QUEUE);
-            Node::start(&args)
-        })
-        .collect();
+    let nodes = cluster(&redis, 2, &QUEUE);
     let mut members = fill(&nodes, "big", MEMBERS).await;
     let mut viewer = check_big_room(&nodes[1], "big").await;
 
@@ -255,16 +247,9 @@ async fn a_join_storm_arrives_in_bounded_batches_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_storm_on_one_node_is_batched_on_another_with_few_members() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let id = format!("n{i}");
-            let mut args = vec!["--redis-url", &url, "--node-id", &id];
-            args.extend_from_slice(&["--presence-batch-above", "20"]);
-            args.extend_from_slice(&QUEUE);
-            Node::start(&args)
-        })
-        .collect();
+    let mut args = vec!["--presence-batch-above", "20"];
+    args.extend_from_slice(&QUEUE);
+    let nodes = cluster(&redis, 2, &args);
     // Every joiner on n0; the observer alone on n1 still gets batches, since
     // the room is big across the cluster.
     check_batched_storm(&nodes[..1], &nodes[1]).await;

@@ -6,22 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use palaver_protocol::{Epoch, ErrorCode, PresenceState, ServerFrame};
-use palaver_tests::{Node, PATIENCE, RedisBackend, RedisServer, WsClient, node::http_get};
+use palaver_tests::{Node, PATIENCE, RedisBackend, RedisServer, WsClient, cluster, node::http_get};
 use serde_json::json;
 use tokio::sync::Barrier;
-
-fn cluster(redis: &dyn RedisBackend, nodes: usize, extra: &[&str]) -> Vec<Node> {
-    let backend = redis.node_args();
-    (0..nodes)
-        .map(|i| {
-            let id = format!("n{i}");
-            let mut args: Vec<&str> = backend.iter().map(String::as_str).collect();
-            args.extend(["--node-id", &id]);
-            args.extend_from_slice(extra);
-            Node::start(&args)
-        })
-        .collect()
-}
 
 /// Runs an `async fn(&dyn RedisBackend)` test body against one Redis and
 /// against a Redis Cluster.

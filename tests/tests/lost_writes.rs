@@ -12,18 +12,13 @@ use std::{
 };
 
 use palaver_protocol::{ErrorCode, ServerFrame};
-use palaver_tests::{Node, PATIENCE, RedisServer, WsClient, node::http_get};
+use palaver_tests::{Node, PATIENCE, RedisServer, WsClient, cluster, node::http_get};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
 const ROOM: &str = "lobby";
 /// Text of the message that ends each scenario: every member waits for it.
 const FINAL: &str = "final";
-
-fn cluster(redis: &RedisServer, nodes: usize) -> Vec<Node> {
-    let url = redis.url();
-    (0..nodes).map(|i| Node::start(&["--redis-url", &url, "--node-id", &format!("n{i}")])).collect()
-}
 
 async fn ready(node: &Node) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -236,7 +231,7 @@ async fn final_history(node: &Node) -> HashMap<u64, (String, String)> {
 /// from a node that knew nothing has already pushed the head past it.
 async fn restart_behind(lost: usize) {
     let mut redis = RedisServer::start();
-    let nodes = cluster(&redis, 4);
+    let nodes = cluster(&redis, 4, &[]);
     // n3 has no member in the room until after the restart: it knows nothing.
     let mut stayers = Vec::new();
     for (i, node) in nodes[..3].iter().enumerate() {
@@ -359,7 +354,7 @@ async fn redis_back_from_a_snapshot_many_messages_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everysec_aof_crash_under_load() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
-    let nodes = cluster(&redis, 3);
+    let nodes = cluster(&redis, 3, &[]);
     let mut senders = Vec::new();
     let mut listeners = Vec::new();
     for i in 0..6 {
