@@ -510,6 +510,15 @@ mod tests {
         )
     }
 
+    /// A presence event of `user` in the test room.
+    fn presence(user: &str, state: PresenceState) -> Envelope {
+        Envelope {
+            room: room(),
+            event: BusEvent::Presence { user: UserName::parse(user).expect("valid"), state },
+            trace: None,
+        }
+    }
+
     fn message(epoch: &str, seq: Seq) -> Envelope {
         Envelope {
             room: room(),
@@ -623,11 +632,6 @@ mod tests {
     fn presence_in_big_rooms_is_batched() {
         let hub = Hub::with_presence_batch_above(1);
         let (_a, mut out_a) = live_member(&hub, "a", 16);
-        let presence = |user: &str, state| Envelope {
-            room: room(),
-            event: BusEvent::Presence { user: UserName::parse(user).expect("valid"), state },
-            trace: None,
-        };
         // One member: events go out one by one.
         hub.deliver(presence("x", PresenceState::Join));
         assert!(out_a.try_recv().is_some());
@@ -664,18 +668,10 @@ mod tests {
         let hub = Hub::with_presence_batch_above(1);
         let (_a, mut out) = live_member(&hub, "a", 16);
         let (_b, _out_b) = live_member(&hub, "b", 16);
-        let presence = |i: usize, state| Envelope {
-            room: room(),
-            event: BusEvent::Presence {
-                user: UserName::parse(&format!("u{i:05}")).expect("valid"),
-                state,
-            },
-            trace: None,
-        };
         for i in 0..10 * PRESENCE_BATCH_NAMES {
-            hub.deliver(presence(i, PresenceState::Join));
+            hub.deliver(presence(&format!("u{i:05}"), PresenceState::Join));
         }
-        hub.deliver(presence(0, PresenceState::Typing));
+        hub.deliver(presence("u00000", PresenceState::Typing));
         // Nothing is counted here: the last heard count stands in.
         hub.note_member_count(&room(), 1_002);
         hub.flush_presence(|_| None);
@@ -696,14 +692,7 @@ mod tests {
     fn a_room_big_across_the_cluster_batches_on_a_node_with_few_members() {
         let hub = Hub::with_presence_batch_above(10);
         let (_a, mut out) = live_member(&hub, "a", 16);
-        let join = Envelope {
-            room: room(),
-            event: BusEvent::Presence {
-                user: UserName::parse("x").expect("valid"),
-                state: PresenceState::Join,
-            },
-            trace: None,
-        };
+        let join = presence("x", PresenceState::Join);
         hub.deliver(join.clone());
         assert!(out.try_recv().is_some(), "small everywhere: one presence per change");
         hub.note_member_count(&room(), 5_000);
@@ -790,19 +779,11 @@ mod tests {
         let hub = Hub::new();
         let (c, mut out) = client("a", 16);
         let m = hub.join(&room(), &c, usize::MAX).expect("joins");
-        let presence = || Envelope {
-            room: room(),
-            event: BusEvent::Presence {
-                user: UserName::parse("x").expect("valid"),
-                state: PresenceState::Join,
-            },
-            trace: None,
-        };
-        hub.deliver(presence());
+        hub.deliver(presence("x", PresenceState::Join));
         assert!(out.try_recv().is_none(), "nothing before joined");
         let joined = ServerFrame::Left { room: room() }.encode();
         assert!(hub.admit(&m, joined, Epoch::new("e"), 0));
-        hub.deliver(presence());
+        hub.deliver(presence("x", PresenceState::Join));
         let kinds: Vec<String> = std::iter::from_fn(|| out.try_recv())
             .map(|f| f.as_str().split('"').nth(3).unwrap_or_default().to_owned())
             .collect();
