@@ -45,6 +45,11 @@ if [ -n "${FUZZ_SCHEMATHESIS:-}" ] && [ ! -x "$schemathesis" ]; then
     echo "api-fuzz: FUZZ_SCHEMATHESIS=$schemathesis is not executable" >&2
     exit 2
 fi
+# A venv copied or moved with its checkout keeps scripts naming the old path.
+if [ -z "${FUZZ_SCHEMATHESIS:-}" ] && [ -x "$schemathesis" ] && ! "$schemathesis" --version >/dev/null 2>&1; then
+    echo "api-fuzz: $venv does not run here (moved or copied); recreating it" >&2
+    rm -rf "$venv"
+fi
 if [ ! -x "$schemathesis" ]; then
     echo "api-fuzz: installing schemathesis into $venv" >&2
     if ! "$python" -m venv "$venv"; then
