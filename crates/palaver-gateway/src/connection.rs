@@ -72,8 +72,10 @@ pub(crate) async fn serve(socket: Socket, app: Arc<Node>, identity: Identity) {
         Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
     }
     app.registry.unregister(&client);
-    app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    // Counted before the gauge drops, so whoever sees the connection gone
+    // also sees why it went.
     app.metrics.connection_closed(client.close_code());
+    app.stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(parent: &span, code = client.close_code(), "disconnected");
 }
 
@@ -239,7 +241,11 @@ async fn write_pump(
                 break false;
             }
             Err(WriteFailure::Failed) => {
+                // The socket refused the write: the peer vanished (reset, or
+                // gone after a FIN) without a closing handshake, unless a
+                // close was already under way (its code stands).
                 tracing::info!(session = %client.session(), user = %client.user(), "write failed; dropping the connection");
+                client.close_with(ABNORMAL);
                 break false;
             }
         }
