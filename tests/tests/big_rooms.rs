@@ -225,7 +225,9 @@ async fn check_batched_storm(nodes: &[Node], observer_node: &Node) {
         "{} of {MEMBERS} joiners listed and no batch said truncated",
         listed.len()
     );
-    assert!(listed.iter().all(|u| u.starts_with('m')));
+    // Besides the joiners, the observer may hear its own join (across nodes
+    // the bus delivers it after `joined`); nobody else is in the room.
+    assert!(listed.iter().all(|u| u.starts_with('m') || u == "viewer"), "{listed:?}");
     let late = {
         let mut c = WsClient::connect(&nodes[0].ws_url("zz-late")).await;
         c.join("storm").await;
