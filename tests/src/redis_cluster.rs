@@ -79,6 +79,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout)
         );
         cluster.wait_ok();
+        cluster.wait_formed(masters);
         cluster
     }
 
@@ -302,6 +303,26 @@ impl RedisCluster {
 
     /// Waits until every live node reports `cluster_state:ok` and agrees on
     /// the owner of every slot.
+    /// Waits until every node sees `masters` masters, each with its replica:
+    /// `--cluster create` attaches the replicas after assigning the slots, so
+    /// for a moment they are empty masters (a test picking rooms "on every
+    /// master" then, or resharding to one, would pick a replica).
+    fn wait_formed(&self, masters: usize) {
+        let start = Instant::now();
+        loop {
+            let formed = self.ports().iter().all(|p| {
+                let nodes = parse_nodes(&cli(*p, &["CLUSTER", "NODES"]));
+                let (m, r): (Vec<_>, Vec<_>) = nodes.iter().partition(|n| n.master);
+                m.len() == masters && r.len() == masters && r.iter().all(|n| n.master_id.is_some())
+            });
+            if formed {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "replicas not attached");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn wait_ok(&self) {
         let start = Instant::now();
         loop {
