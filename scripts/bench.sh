@@ -55,6 +55,7 @@
 #   BENCH_DURATION=10s BENCH_GRACE=5s BENCH_MAX_P99=100ms
 #   BENCH_RESULTS=target/bench/results-<time>.jsonl
 #   BENCH_SKIP_BUILD=1                          use the binaries already built
+#   BENCH_PALAVER=target/release/palaver         the palaver binary to run (e.g. a build of another commit)
 #   BENCH_SERVER_CPUS=0 BENCH_LOADGEN_CPUS=1    pin servers and the loadgen to CPU lists
 #                                               (taskset); unset: no pinning
 #   BENCH_REDIS_CPUS=1                          pin redis-server (default: BENCH_LOADGEN_CPUS)
@@ -123,7 +124,7 @@ if [ -n "$NICE" ]; then
   REDIS_PIN=(nice -n "$NICE" "${REDIS_PIN[@]}")
 fi
 
-PALAVER=$repo/target/release/palaver
+PALAVER=${BENCH_PALAVER:-$repo/target/release/palaver}
 LOADGEN=$repo/target/release/palaver-loadgen
 SEED=$repo/target/seed-go
 LOGS=$(dirname "$RESULTS")/logs

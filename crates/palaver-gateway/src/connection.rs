@@ -67,7 +67,9 @@ pub(crate) async fn serve(socket: Socket, app: Arc<Node>, identity: Identity) {
     // pump drains it, so neither can stall the other. The write pump is not
     // instrumented: entering the span on every poll of the hottest future
     // costs more than the few events it logs (they carry the session).
-    let (open, ()) = tokio::join!(reading, write_pump(sink, outbox, &client, &app));
+    // Reading first: what a request queues in this poll (an ack beside the
+    // sender's own copy) leaves in the write pump's same batch.
+    let (open, ()) = tokio::join!(biased; reading, write_pump(sink, outbox, &client, &app));
     if let Some(stream) = open {
         Box::pin(linger(stream, app.config.write_timeout.min(LINGER))).await;
     }

@@ -20,6 +20,7 @@ use palaver_protocol::{
     PROTOCOL_VERSION, PresenceState, RoomName, ServerFrame, Since, StoredMessage, UserName,
     Witness, limits::JOINED_MEMBERS,
 };
+use tokio::time::timeout;
 use tracing::Instrument;
 
 use crate::{access::RoomPatterns, metrics::bump, node::Node};
@@ -28,6 +29,10 @@ use crate::{access::RoomPatterns, metrics::bump, node::Node};
 const CATCH_UP_PAGE: u32 = 200;
 /// Typing notices forwarded per room per connection, at most one per this interval.
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an ack waits for the sender's own copy of the message to come
+/// back over the bus, to share its write. Beyond it (a slow bus, a copy that
+/// will come from history) the ack goes alone; it is never lost.
+const ACK_HOLD: Duration = Duration::from_millis(50);
 
 /// One connection's rooms and request handling.
 pub(crate) struct Session {
@@ -391,14 +396,27 @@ impl Session {
             user: Some(user),
         };
         self.app.hub.saw(&room, seen);
-        self.reply(ServerFrame::Ack {
-            id,
-            room,
-            epoch: published.epoch,
-            seq: published.seq,
-            duplicate: published.duplicate,
-        })
-        .await;
+        let (epoch, seq, duplicate) = (published.epoch, published.seq, published.duplicate);
+        let ack = ServerFrame::Ack { id, room: room.clone(), epoch: epoch.clone(), seq, duplicate };
+        let ack = ack.encode();
+        if duplicate {
+            // No copy will come: the original's went out when it was first sent.
+            self.push(ack).await;
+            return Ok(());
+        }
+        // Over a bus the sender's own copy comes back beside this reply: the
+        // ack waits for it (briefly) so both leave in one write.
+        let membership = self.membership(&room)?.clone();
+        match membership.hold_ack(&epoch, seq, ack) {
+            Err(ack) => self.push(ack).await,
+            Ok(released) => {
+                if timeout(ACK_HOLD, released).await.is_err()
+                    && let Some(ack) = membership.take_ack()
+                {
+                    self.push(ack).await;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -183,16 +183,23 @@ impl Client {
 
     /// Queues a frame without waiting; used by fan-out.
     pub fn try_push(&self, frame: Frame) -> Result<(), PushError> {
+        self.try_push_all([frame])
+    }
+
+    /// Queues frames together without waiting (all or none): the write task
+    /// is woken once and finds them all, so they leave in one write.
+    pub fn try_push_all<const N: usize>(&self, frames: [Frame; N]) -> Result<(), PushError> {
         if self.is_closing() {
             return Err(PushError::Closed);
         }
         let shared = &self.shared;
+        let len: usize = frames.iter().map(Frame::len).sum();
         let mut queue = shared.queue.lock();
-        if queue.frames.len() >= shared.max_frames || queue.bytes + frame.len() > shared.max_bytes {
+        if queue.frames.len() + N > shared.max_frames || queue.bytes + len > shared.max_bytes {
             return Err(PushError::Full);
         }
-        queue.bytes += frame.len();
-        queue.frames.push_back(frame);
+        queue.bytes += len;
+        queue.frames.extend(frames);
         drop(queue);
         shared.queued.notify_one();
         Ok(())

@@ -304,16 +304,19 @@ impl Hub {
             }
             if cursor.epoch.as_ref() != Some(&epoch) || message.seq > cursor.seq + 1 {
                 // A gap or a new epoch: history has what this member missed.
-                cursor.state = SyncState::Syncing;
-                HubStats::add(&self.stats.resyncs, 1);
-                client.request_resync();
+                self.send_back(member, &mut cursor);
                 continue;
             }
             if message.seq <= cursor.seq {
                 continue;
             }
             let frame = frame.get_or_insert_with(|| Frame::message(room_name, &epoch, message));
-            match client.try_push(frame.clone()) {
+            // The sender's ack, held for its own copy, leaves in the same write.
+            let pushed = match member.release_ack(message.seq) {
+                None => client.try_push(frame.clone()),
+                Some(ack) => client.try_push_all([frame.clone(), ack]),
+            };
+            match pushed {
                 Ok(()) => {
                     cursor.seq = message.seq;
                     delivered += 1;
@@ -442,9 +445,7 @@ impl Hub {
         for member in room.members.values() {
             let mut cursor = member.lock();
             if cursor.state != SyncState::Joining && cursor.epoch.as_ref() != Some(epoch) {
-                cursor.state = SyncState::Syncing;
-                HubStats::add(&self.stats.resyncs, 1);
-                member.client().request_resync();
+                self.send_back(member, &mut cursor);
             }
         }
     }
@@ -462,10 +463,22 @@ impl Hub {
         for member in room.members.values() {
             let mut cursor = member.lock();
             if cursor.state == SyncState::Live {
-                cursor.state = SyncState::Syncing;
-                HubStats::add(&self.stats.resyncs, 1);
-                member.client().request_resync();
+                self.send_back(member, &mut cursor);
             }
+        }
+    }
+
+    /// Sends a member back to syncing (under its cursor's lock): its
+    /// connection catches up from history. An ack held for the member's own
+    /// copy waits no longer; the copy comes from history.
+    fn send_back(&self, member: &Membership, cursor: &mut Cursor) {
+        cursor.state = SyncState::Syncing;
+        HubStats::add(&self.stats.resyncs, 1);
+        member.client().request_resync();
+        if let Some(ack) = member.release_ack(Seq::MAX)
+            && member.client().try_push(ack) == Err(PushError::Full)
+        {
+            self.evict(member.client());
         }
     }
 
@@ -564,6 +577,72 @@ mod tests {
         assert_eq!(seqs(&mut out_a), vec![1, 2, 3]);
         assert_eq!(seqs(&mut out_b), vec![1, 2, 3]);
         assert_eq!(HubStats::get(&hub.stats().deliveries), 6);
+    }
+
+    /// The kinds of frames in the order they were queued.
+    fn kinds(outbox: &mut Outbox) -> Vec<&'static str> {
+        std::iter::from_fn(|| outbox.try_recv())
+            .map(|f| match ServerFrame::decode(f.as_str()) {
+                Ok(ServerFrame::Message { .. }) => "message",
+                Ok(ServerFrame::Ack { .. }) => "ack",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    fn ack_frame(seq: Seq) -> Frame {
+        ServerFrame::Ack {
+            id: ClientMessageId::parse(&format!("m{seq}")).expect("valid"),
+            room: room(),
+            epoch: Epoch::new("e"),
+            seq,
+            duplicate: false,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_held_ack_follows_the_senders_own_copy() {
+        let hub = Hub::new();
+        let (m, mut out) = live_member(&hub, "a", 16);
+        let mut released = m.hold_ack(&Epoch::new("e"), 2, ack_frame(2)).expect("held");
+        // An earlier message does not release it.
+        hub.deliver(message("e", 1));
+        assert_eq!(kinds(&mut out), vec!["message"]);
+        assert!(released.try_recv().is_err(), "still held");
+        hub.deliver(message("e", 2));
+        assert_eq!(kinds(&mut out), vec!["message", "ack"]);
+        assert!(released.try_recv().is_ok(), "the holder hears it was queued");
+        assert_eq!(m.take_ack(), None, "nothing left to send");
+    }
+
+    #[test]
+    fn an_ack_is_not_held_when_its_copy_is_queued_or_will_come_from_history() {
+        let hub = Hub::new();
+        let (m, mut out) = live_member(&hub, "a", 16);
+        hub.deliver(message("e", 1));
+        // The copy is already queued (memory mode delivers before the ack).
+        assert!(m.hold_ack(&Epoch::new("e"), 1, ack_frame(1)).is_err());
+        // Another epoch: the copy will not come live.
+        assert!(m.hold_ack(&Epoch::new("f"), 2, ack_frame(2)).is_err());
+        // A held ack whose copy is lost in a gap is queued at once; the copy
+        // comes from history.
+        let mut released = m.hold_ack(&Epoch::new("e"), 2, ack_frame(2)).expect("held");
+        hub.deliver(message("e", 3));
+        assert_eq!(kinds(&mut out), vec!["message", "ack"]);
+        assert!(released.try_recv().is_ok());
+        assert_eq!(m.cursor().state, SyncState::Syncing);
+        // Not live: nothing is held.
+        assert!(m.hold_ack(&Epoch::new("e"), 4, ack_frame(4)).is_err());
+    }
+
+    #[test]
+    fn a_held_ack_can_be_taken_back() {
+        let hub = Hub::new();
+        let (m, _out) = live_member(&hub, "a", 16);
+        let _released = m.hold_ack(&Epoch::new("e"), 1, ack_frame(1)).expect("held");
+        assert!(m.take_ack().is_some());
+        assert_eq!(m.take_ack(), None);
     }
 
     #[test]
