@@ -143,6 +143,9 @@ pub struct RedisConfig {
     pub max_concurrent_reads: usize,
     /// Multiplexed command connections (each carries concurrent commands). Default 4.
     pub connections: usize,
+    /// How long a publish waits for others to share its script call (0: a
+    /// lone publish goes at once; under load batches form anyway). Default 0.
+    pub publish_linger: Duration,
     /// How often the pub/sub connection is pinged to detect a silent failure. Default 1 s.
     pub heartbeat: Duration,
     /// After a lost-write reset of a room, evidence from clients cannot reset
@@ -171,6 +174,7 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(2),
             max_concurrent_reads: 64,
             connections: 4,
+            publish_linger: Duration::ZERO,
             heartbeat: Duration::from_secs(1),
             reset_cooldown: Duration::from_secs(10),
             report_ttl: Duration::from_secs(6),
@@ -192,6 +196,7 @@ impl fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("max_concurrent_reads", &self.max_concurrent_reads)
             .field("connections", &self.connections)
+            .field("publish_linger", &self.publish_linger)
             .field("heartbeat", &self.heartbeat)
             .field("reset_cooldown", &self.reset_cooldown)
             .field("report_ttl", &self.report_ttl)

@@ -563,3 +563,29 @@ async fn concurrent_publishes_batch_and_every_key_expires() {
         assert!(ttl > 50_000 && ttl <= 60_000, "{name} ttl {ttl}");
     }
 }
+
+/// With a linger, publishes that arrive one after another (not together)
+/// still share a script call, in order and gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linger_lets_publishes_spread_in_time_share_a_call() {
+    let server = RedisServer::start();
+    let a = node_with(&server, "a", |c| c.publish_linger = Duration::from_millis(300)).await;
+    let lobby = room("lobby");
+    let mut publishes = Vec::new();
+    for n in 0..5 {
+        let (broker, lobby) = (a.broker.clone(), lobby.clone());
+        publishes.push(tokio::spawn(async move {
+            broker.publish(&lobby, draft("ann", &format!("m{n}"))).await
+        }));
+        // Far less than the linger: each joins the first one's call.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut seqs = Vec::new();
+    for publish in publishes {
+        seqs.push(publish.await.expect("task").expect("publish").seq);
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5], "in the order they were sent");
+    let stats = a.broker.stats().snapshot();
+    assert_eq!(stats.publishes, 5);
+    assert_eq!(stats.publish_batches, 1, "one call for all: {stats:?}");
+}

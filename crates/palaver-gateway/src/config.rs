@@ -54,6 +54,13 @@ pub struct Config {
     #[arg(long, env = "PALAVER_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) presence_ttl: Duration,
 
+    /// How long a publish may wait for others to share its Redis call (Redis
+    /// backend; 0: never wait, a lone publish goes at once). Batches cut the
+    /// per-message cost in redis-server and on the gateway, for this much
+    /// added latency at most.
+    #[arg(long, env = "PALAVER_PUBLISH_LINGER", default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub(crate) publish_linger: Duration,
+
     /// Frames a client's send queue holds before the client is evicted as a slow consumer.
     #[arg(long, env = "PALAVER_QUEUE_FRAMES", default_value_t = 256)]
     pub(crate) queue_frames: usize,

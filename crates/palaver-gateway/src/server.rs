@@ -45,6 +45,7 @@ async fn backend(
     redis.history_max = config.history_size;
     redis.room_ttl = config.history_ttl;
     redis.presence_ttl = config.presence_ttl;
+    redis.publish_linger = config.publish_linger;
     redis.report_ttl = crate::directory::REPORT_EVERY * 3;
     let redis = RedisBroker::connect(redis, inbox).await.context("redis broker")?;
     if !redis.is_ready() {

@@ -3,10 +3,13 @@
 //!
 //! A script call has a fixed cost in Redis (the call, argument parsing, the
 //! Lua entry) that was most of a message's cost when each message was its
-//! own call. The batcher never waits to fill a batch: with a lane free, a
-//! lone publish goes at once; under load, publishes queue while every lane
-//! is busy and the next batch takes them all (up to [`MAX_BATCH`]), so the
-//! batch size follows the load and latency does not grow with it.
+//! own call. By default the batcher never waits to fill a batch: with a
+//! lane free, a lone publish goes at once; under load, publishes queue while
+//! every lane is busy and the next batch takes them all (up to
+//! [`MAX_BATCH`]), so the batch size follows the load and latency does not
+//! grow with it. With a linger (`publish_linger`) the first publish of a
+//! batch waits that long for company: batches form at moderate rates too,
+//! for that much latency.
 //!
 //! On a Redis Cluster a script's keys must share one slot, so a batch is
 //! split by room (a room's keys share its hash tag) and the parts go out
@@ -177,6 +180,14 @@ pub(crate) async fn run(
                 None => break,
             },
         };
+        let linger = core.config.publish_linger;
+        if !linger.is_zero() && pending.len() + 1 < MAX_BATCH {
+            // Let others join this call (tokio's timer ticks in milliseconds).
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                () = tokio::time::sleep(linger) => {}
+            }
+        }
         let Ok(lane) = lanes.clone().acquire_owned().await else { break };
         // While every lane was busy, more publishes queued: they share this call.
         let mut batch = Vec::with_capacity(MAX_BATCH.min(pending.len() + 1));
