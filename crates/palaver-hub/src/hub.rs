@@ -82,6 +82,8 @@ enum Members {
     #[default]
     Empty,
     One(Arc<Membership>),
+    // Boxed so the common case stays one pointer wide in every room.
+    #[allow(clippy::box_collection)]
     Many(Box<HashMap<Arc<str>, Arc<Membership>>>),
 }
 
@@ -206,11 +208,14 @@ impl Room {
     }
 }
 
+/// One independently locked part of the hub's rooms.
+type Shard = RwLock<HashMap<RoomName, Box<Room>>>;
+
 /// Node-local rooms and fan-out. Cheap to share (`Arc<Hub>`).
 pub struct Hub {
     /// Rooms are boxed: a table of rooms inline would hold its spare slots
     /// at a room's size.
-    shards: Box<[RwLock<HashMap<RoomName, Box<Room>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     stats: HubStats,
     batch_above: usize,
@@ -249,7 +254,7 @@ impl Hub {
         &self.stats
     }
 
-    fn shard(&self, room: &RoomName) -> &RwLock<HashMap<RoomName, Box<Room>>> {
+    fn shard(&self, room: &RoomName) -> &Shard {
         let index = self.hasher.hash_one(room.as_str()) as usize % self.shards.len();
         &self.shards[index]
     }
