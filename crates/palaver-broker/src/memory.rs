@@ -3,9 +3,14 @@
 //! Each room has its own mutex over a sequence counter and a bounded ring of
 //! history; a publish sequences, stores and delivers under that one lock, so
 //! the inbox sees each room's messages in sequence order without any global
-//! lock. A room's epoch is drawn when the room is first touched, so a
-//! restarted node announces a new epoch and resuming clients learn that their
-//! sequence numbers no longer apply.
+//! lock. The epoch is drawn when the broker starts, so a restarted node
+//! announces a new epoch and resuming clients learn that their sequence
+//! numbers no longer apply (memory never loses writes, so a room's epoch never
+//! changes while the node runs; one for all rooms says the same).
+//!
+//! A room costs nothing here until it is used: its log exists from its first
+//! message (before that its head is the empty one), its presence from its
+//! first member, and a room of one member keeps that member inline.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -15,8 +20,8 @@ use std::{
 
 use async_trait::async_trait;
 use palaver_protocol::{
-    BusEvent, ClientMessageId, Envelope, HistoryQuery, PresenceState, RoomName, StoredMessage,
-    UserName, Witness,
+    BusEvent, ClientMessageId, Envelope, Epoch, HistoryQuery, PresenceState, RoomName,
+    StoredMessage, UserName, Witness,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -32,10 +37,12 @@ use crate::{
 pub struct MemoryBroker {
     inbox: Arc<dyn Inbox>,
     capacity: usize,
+    /// Every room's epoch: this broker's life.
+    epoch: Epoch,
+    /// Rooms that have had a message.
     rooms: RwLock<HashMap<RoomName, Arc<Mutex<RoomLog>>>>,
-    /// Per room, each present user's connection count; ordered by name so a
-    /// page of members is a range read.
-    presence: Mutex<HashMap<RoomName, BTreeMap<UserName, usize>>>,
+    /// Per room with members, each present user's connection count.
+    presence: Mutex<HashMap<RoomName, Roster>>,
     /// The node's latest report: the whole "cluster".
     report: Mutex<Option<NodeReport>>,
 }
@@ -48,12 +55,9 @@ struct RoomLog {
 }
 
 impl RoomLog {
-    fn new() -> Self {
-        RoomLog {
-            head: RoomHead::new(new_epoch(), 0, 1),
-            ring: VecDeque::new(),
-            ids: HashMap::new(),
-        }
+    /// A room without messages (no allocation until one is appended).
+    fn new(epoch: Epoch) -> Self {
+        RoomLog { head: RoomHead::new(epoch, 0, 1), ring: VecDeque::new(), ids: HashMap::new() }
     }
 
     fn append(&mut self, msg: StoredMessage, capacity: usize) {
@@ -117,18 +121,106 @@ impl RoomLog {
     }
 }
 
+/// One room's present users, each with its connection count; ordered by
+/// name so a page of members is a range read. A room of one user (a private
+/// conversation, a connection's own room) keeps it inline: a B-tree's first
+/// node is ~290 bytes.
+enum Roster {
+    One(UserName, usize),
+    Many(BTreeMap<UserName, usize>),
+}
+
+impl Roster {
+    /// Counts a connection of `user`; true when it is the user's first.
+    fn join(&mut self, user: &UserName) -> bool {
+        let count = match self {
+            Roster::One(one, count) if one == user => count,
+            Roster::One(one, count) => {
+                let many = BTreeMap::from([(one.clone(), *count), (user.clone(), 0)]);
+                *self = Roster::Many(many);
+                let Roster::Many(many) = self else { unreachable!("just set") };
+                many.get_mut(user).expect("just inserted")
+            }
+            Roster::Many(many) => many.entry(user.clone()).or_insert(0),
+        };
+        *count += 1;
+        *count == 1
+    }
+
+    /// Uncounts a connection of `user`; true when it was the user's last.
+    /// The caller drops an empty roster.
+    fn leave(&mut self, user: &UserName) -> bool {
+        match self {
+            Roster::One(one, count) if one == user => {
+                *count -= 1;
+                *count == 0
+            }
+            Roster::One(..) => false,
+            Roster::Many(many) => {
+                let Some(count) = many.get_mut(user) else { return false };
+                *count -= 1;
+                if *count > 0 {
+                    return false;
+                }
+                many.remove(user);
+                if many.len() == 1 {
+                    let (user, count) = many.pop_first().expect("one left");
+                    *self = Roster::One(user, count);
+                }
+                true
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Roster::One(_, count) => *count == 0,
+            Roster::Many(many) => many.is_empty(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Roster::One(..) => 1,
+            Roster::Many(many) => many.len(),
+        }
+    }
+
+    /// Up to `limit` users after `after`, by name, and whether more follow.
+    fn page(&self, after: Option<&UserName>, limit: usize) -> (Vec<UserName>, bool) {
+        match self {
+            Roster::One(user, _) => {
+                let members = if after.is_none_or(|after| user > after) {
+                    vec![user.clone()]
+                } else {
+                    Vec::new()
+                };
+                (members, false)
+            }
+            Roster::Many(many) => {
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let mut page = many.range::<UserName, _>((start, Bound::Unbounded)).map(|(u, _)| u);
+                let members: Vec<UserName> = page.by_ref().take(limit).cloned().collect();
+                (members, page.next().is_some())
+            }
+        }
+    }
+}
+
 impl MemoryBroker {
     /// A broker keeping up to `capacity` messages of history per room.
     pub fn new(inbox: Arc<dyn Inbox>, capacity: usize) -> Self {
         MemoryBroker {
             inbox,
             capacity: capacity.max(1),
+            epoch: new_epoch(),
             rooms: RwLock::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
             report: Mutex::new(None),
         }
     }
 
+    /// The room's log, created for a message.
     fn room(&self, room: &RoomName) -> Arc<Mutex<RoomLog>> {
         if let Some(log) = self.rooms.read().get(room) {
             return log.clone();
@@ -136,8 +228,18 @@ impl MemoryBroker {
         self.rooms
             .write()
             .entry(room.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(RoomLog::new())))
+            .or_insert_with(|| Arc::new(Mutex::new(RoomLog::new(self.epoch.clone()))))
             .clone()
+    }
+
+    /// Reads the room's log, or the empty one of a room without messages
+    /// (without creating it: reading an unused room costs nothing).
+    fn read<T>(&self, room: &RoomName, read: impl FnOnce(&RoomLog) -> T) -> T {
+        let log = self.rooms.read().get(room).cloned();
+        match log {
+            Some(log) => read(&log.lock()),
+            None => read(&RoomLog::new(self.epoch.clone())),
+        }
     }
 }
 
@@ -192,7 +294,7 @@ impl Broker for MemoryBroker {
         room: &RoomName,
         evidence: Option<Evidence>,
     ) -> Result<RoomHead, BrokerError> {
-        Ok(self.room(room).lock().head_for(evidence.as_ref()))
+        Ok(self.read(room, |log| log.head_for(evidence.as_ref())))
     }
 
     async fn history(
@@ -201,7 +303,7 @@ impl Broker for MemoryBroker {
         query: HistoryQuery,
         evidence: Option<Evidence>,
     ) -> Result<HistoryPage, BrokerError> {
-        Ok(self.room(room).lock().page(query, evidence.as_ref()))
+        Ok(self.read(room, |log| log.page(query, evidence.as_ref())))
     }
 
     async fn presence_join(
@@ -211,9 +313,13 @@ impl Broker for MemoryBroker {
         _session: &str,
     ) -> Result<bool, BrokerError> {
         let mut presence = self.presence.lock();
-        let count = presence.entry(room.clone()).or_default().entry(user.clone()).or_insert(0);
-        *count += 1;
-        Ok(*count == 1)
+        match presence.get_mut(room) {
+            Some(roster) => Ok(roster.join(user)),
+            None => {
+                presence.insert(room.clone(), Roster::One(user.clone(), 1));
+                Ok(true)
+            }
+        }
     }
 
     async fn presence_leave(
@@ -223,17 +329,12 @@ impl Broker for MemoryBroker {
         _session: &str,
     ) -> Result<bool, BrokerError> {
         let mut presence = self.presence.lock();
-        let Some(users) = presence.get_mut(room) else { return Ok(false) };
-        let Some(count) = users.get_mut(user) else { return Ok(false) };
-        *count -= 1;
-        if *count > 0 {
-            return Ok(false);
-        }
-        users.remove(user);
-        if users.is_empty() {
+        let Some(roster) = presence.get_mut(room) else { return Ok(false) };
+        let last = roster.leave(user);
+        if roster.is_empty() {
             presence.remove(room);
         }
-        Ok(true)
+        Ok(last)
     }
 
     async fn members_page(
@@ -244,10 +345,7 @@ impl Broker for MemoryBroker {
     ) -> Result<MembersPage, BrokerError> {
         let presence = self.presence.lock();
         let Some(users) = presence.get(room) else { return Ok(MembersPage::default()) };
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut page = users.range::<UserName, _>((start, Bound::Unbounded)).map(|(u, _)| u);
-        let members: Vec<UserName> = page.by_ref().take(limit.max(1)).cloned().collect();
-        let more = page.next().is_some();
+        let (members, more) = users.page(after, limit.max(1));
         Ok(MembersPage { members, more, count: users.len() as u64 })
     }
 
@@ -396,6 +494,54 @@ mod tests {
         assert!(broker.presence_leave(&room(), &ann, "s2").await.expect("ok"));
         let page = broker.members_page(&room(), None, 10).await.expect("ok");
         assert_eq!(page, MembersPage::default());
+    }
+
+    async fn page(broker: &MemoryBroker, after: Option<&UserName>, limit: usize) -> MembersPage {
+        broker.members_page(&room(), after, limit).await.expect("ok")
+    }
+
+    #[tokio::test]
+    async fn a_room_grows_from_one_user_and_shrinks_back() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 5);
+        let [ann, bob] = ["ann", "bob"].map(|u| UserName::parse(u).expect("valid"));
+        assert!(broker.presence_join(&room(), &bob, "s1").await.expect("ok"));
+        assert_eq!(page(&broker, None, 10).await.members, vec![bob.clone()]);
+        assert!(page(&broker, Some(&bob), 10).await.members.is_empty());
+        assert_eq!(page(&broker, Some(&ann), 10).await.members, vec![bob.clone()]);
+        assert!(broker.presence_join(&room(), &ann, "s2").await.expect("ok"));
+        assert!(!broker.presence_join(&room(), &bob, "s3").await.expect("ok"));
+        let first = page(&broker, None, 1).await;
+        assert_eq!((first.members, first.more, first.count), (vec![ann.clone()], true, 2));
+        assert!(broker.presence_leave(&room(), &ann, "s2").await.expect("ok"));
+        // bob is still in with two connections.
+        assert!(!broker.presence_leave(&room(), &bob, "s1").await.expect("ok"));
+        assert_eq!(
+            page(&broker, None, 10).await,
+            MembersPage { members: vec![bob.clone()], more: false, count: 1 }
+        );
+        assert!(!broker.presence_leave(&room(), &ann, "s2").await.expect("ok"));
+        assert!(broker.presence_leave(&room(), &bob, "s3").await.expect("ok"));
+        assert_eq!(page(&broker, None, 10).await, MembersPage::default());
+        assert_eq!(broker.rooms(None, 10).await.expect("ok").rooms.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn reading_an_unused_room_creates_nothing_and_its_epoch_stays() {
+        let broker = MemoryBroker::new(Arc::new(Recorder::default()), 5);
+        let head = broker.head(&room(), None).await.expect("ok");
+        assert_eq!((head.head, head.first, head.lost), (0, 1, false));
+        let page = broker
+            .history(&room(), HistoryQuery::After { after: 0, limit: 10 }, None)
+            .await
+            .expect("ok");
+        assert!(page.messages.is_empty() && !page.more);
+        assert!(broker.rooms.read().is_empty());
+        let published = broker.publish(&room(), draft("ann", "m1")).await.expect("ok");
+        assert_eq!(
+            published.epoch, head.epoch,
+            "a client that joined before the first message resumes"
+        );
+        assert_eq!(broker.head(&room(), None).await.expect("ok").head, 1);
     }
 
     #[tokio::test]

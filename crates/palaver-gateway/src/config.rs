@@ -109,8 +109,9 @@ pub struct Config {
     #[arg(long, env = "PALAVER_PRESENCE_BATCH_ABOVE", default_value_t = 200)]
     pub(crate) presence_batch_above: usize,
 
-    /// Size of each connection's socket read buffer, in bytes (allocated per
-    /// connection; larger frames grow it temporarily).
+    /// Size of each connection's socket read buffer, in bytes (allocated by a
+    /// read, released when the connection is idle; larger frames grow it
+    /// temporarily).
     #[arg(long, env = "PALAVER_READ_BUFFER", default_value_t = 512)]
     pub(crate) read_buffer: usize,
 

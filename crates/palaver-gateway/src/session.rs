@@ -8,7 +8,6 @@
 //! the membership back to syncing and the same catch-up runs again.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -38,10 +37,18 @@ const ACK_HOLD: Duration = Duration::from_millis(50);
 pub(crate) struct Session {
     app: Arc<Node>,
     client: Arc<Client>,
-    rooms: HashMap<RoomName, Arc<Membership>>,
-    last_typing: HashMap<RoomName, Instant>,
+    /// A list, not a map: a connection is in a few rooms (at most
+    /// `--max-rooms`), mostly one, and an idle one holds one small allocation.
+    rooms: Vec<Joined>,
     /// Private rooms this connection's token grants.
     grants: Arc<RoomPatterns>,
+}
+
+/// One room this connection is in.
+struct Joined {
+    membership: Arc<Membership>,
+    /// When the last typing notice was forwarded.
+    last_typing: Option<Instant>,
 }
 
 /// A request failed with a code the client is told.
@@ -70,7 +77,7 @@ impl From<BrokerError> for Refusal {
 impl Session {
     /// A session for a freshly accepted client.
     pub(crate) fn new(app: Arc<Node>, client: Arc<Client>, grants: Arc<RoomPatterns>) -> Self {
-        Session { app, client, rooms: HashMap::new(), last_typing: HashMap::new(), grants }
+        Session { app, client, rooms: Vec::new(), grants }
     }
 
     /// Bytes of frames this connection's own requests may have queued.
@@ -172,14 +179,17 @@ impl Session {
         }
     }
 
-    fn membership(&self, room: &RoomName) -> Result<&Arc<Membership>, Refusal> {
-        self.rooms
-            .get(room)
+    fn joined(&mut self, room: &RoomName) -> Option<&mut Joined> {
+        self.rooms.iter_mut().find(|j| j.membership.room() == room)
+    }
+
+    fn membership(&mut self, room: &RoomName) -> Result<&mut Joined, Refusal> {
+        self.joined(room)
             .ok_or_else(|| Refusal::new(ErrorCode::NotJoined, format!("join {room} first")))
     }
 
     async fn join(&mut self, room: RoomName, since: Option<Since>) -> Result<(), Refusal> {
-        if self.rooms.contains_key(&room) {
+        if self.joined(&room).is_some() {
             // Already in: report where the room stands, nothing to replay.
             let head = self.app.broker.head(&room, None).await?;
             let page = self.app.broker.members_page(&room, None, JOINED_MEMBERS).await?;
@@ -203,7 +213,10 @@ impl Session {
         let span = tracing::info_span!("join", room = %room, resume = since.is_some());
         match self.enter(&membership, since).instrument(span).await {
             Ok(()) => {
-                self.rooms.insert(room, membership.clone());
+                if self.rooms.is_empty() {
+                    self.rooms.reserve_exact(1);
+                }
+                self.rooms.push(Joined { membership: membership.clone(), last_typing: None });
                 self.catch_up(&membership).await;
                 Ok(())
             }
@@ -324,7 +337,8 @@ impl Session {
     pub(crate) async fn catch_up_all(&self) {
         let syncing: Vec<Arc<Membership>> = self
             .rooms
-            .values()
+            .iter()
+            .map(|j| &j.membership)
             .filter(|m| m.cursor().state == SyncState::Syncing)
             .cloned()
             .collect();
@@ -342,8 +356,9 @@ impl Session {
 
     /// Removes the membership locally and from the cluster's presence.
     async fn depart(&mut self, room: &RoomName) {
-        self.rooms.remove(room);
-        self.last_typing.remove(room);
+        if let Some(at) = self.rooms.iter().position(|j| j.membership.room() == room) {
+            self.rooms.swap_remove(at);
+        }
         self.app.hub.leave(room, self.client.session());
         let broker = &self.app.broker;
         broker.unsubscribe(room).await;
@@ -361,7 +376,7 @@ impl Session {
 
     /// Leaves every room (the connection is gone).
     pub(crate) async fn depart_all(&mut self) {
-        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        let rooms: Vec<RoomName> = self.rooms.iter().map(|j| j.membership.room().clone()).collect();
         for room in rooms {
             self.depart(&room).await;
         }
@@ -421,12 +436,12 @@ impl Session {
     }
 
     async fn typing(&mut self, room: RoomName) -> Result<(), Refusal> {
-        self.membership(&room)?;
+        let joined = self.membership(&room)?;
         let now = Instant::now();
-        if self.last_typing.get(&room).is_some_and(|t| now.duration_since(*t) < TYPING_INTERVAL) {
+        if joined.last_typing.is_some_and(|t| now.duration_since(t) < TYPING_INTERVAL) {
             return Ok(());
         }
-        self.last_typing.insert(room.clone(), now);
+        joined.last_typing = Some(now);
         self.app.broker.signal(&room, self.client.user(), PresenceState::Typing, None).await?;
         Ok(())
     }

@@ -74,12 +74,94 @@ fn insert_bounded(set: &mut BTreeSet<UserName>, user: UserName) -> bool {
     }
 }
 
+/// A room's local members by session. Most rooms on a node hold one (a
+/// private conversation, a connection's own room): that one is kept inline,
+/// a map only from the second on.
+#[derive(Default)]
+enum Members {
+    #[default]
+    Empty,
+    One(Arc<Membership>),
+    // Boxed so the common case stays one pointer wide in every room.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Arc<str>, Arc<Membership>>>),
+}
+
+impl Members {
+    fn contains(&self, session: &str) -> bool {
+        match self {
+            Members::Empty => false,
+            Members::One(m) => &**m.client().session() == session,
+            Members::Many(map) => map.contains_key(session),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::Empty => 0,
+            Members::One(_) => 1,
+            Members::Many(map) => map.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a member whose session is not in yet.
+    fn insert(&mut self, member: Arc<Membership>) {
+        match std::mem::take(self) {
+            Members::Empty => *self = Members::One(member),
+            Members::One(one) => {
+                let mut map = HashMap::with_capacity(2);
+                map.insert(one.client().session().clone(), one);
+                map.insert(member.client().session().clone(), member);
+                *self = Members::Many(Box::new(map));
+            }
+            Members::Many(mut map) => {
+                map.insert(member.client().session().clone(), member);
+                *self = Members::Many(map);
+            }
+        }
+    }
+
+    /// Removes the session's member; false if it was not in.
+    fn remove(&mut self, session: &str) -> bool {
+        match self {
+            Members::Empty => false,
+            Members::One(m) if &**m.client().session() == session => {
+                *self = Members::Empty;
+                true
+            }
+            Members::One(_) => false,
+            Members::Many(map) => {
+                let removed = map.remove(session).is_some();
+                if map.len() <= 1 {
+                    let last = map.drain().next();
+                    *self = last.map_or(Members::Empty, |(_, m)| Members::One(m));
+                }
+                removed
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Membership>> {
+        let (one, many) = match self {
+            Members::Empty => (None, None),
+            Members::One(m) => (Some(m), None),
+            Members::Many(map) => (None, Some(map.values())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
 /// The local members of one room and the newest message seen live.
 #[derive(Default)]
 struct Room {
-    members: HashMap<Arc<str>, Arc<Membership>>,
-    /// Presence changes held back while the room is big (see [`Hub::flush_presence`]).
-    pending: Mutex<PendingPresence>,
+    members: Members,
+    /// Presence changes held back while the room is big (see
+    /// [`Hub::flush_presence`]); allocated by the first one.
+    pending: Mutex<Option<Box<PendingPresence>>>,
     /// Members cluster-wide, as last heard (a join's member page, a batch's
     /// count): a room big across the cluster batches even where few of its
     /// members are local.
@@ -94,6 +176,11 @@ struct Room {
 }
 
 impl Room {
+    /// Presence changes are waiting for the next batch.
+    fn has_pending(&self) -> bool {
+        self.pending.lock().as_ref().is_some_and(|p| !p.is_empty())
+    }
+
     /// Remembers `seen` if it is newer than the current witness. A witness of
     /// another epoch replaces it: every source reads the current epoch.
     fn witness(&self, seen: Witness) {
@@ -121,9 +208,14 @@ impl Room {
     }
 }
 
+/// One independently locked part of the hub's rooms.
+type Shard = RwLock<HashMap<RoomName, Box<Room>>>;
+
 /// Node-local rooms and fan-out. Cheap to share (`Arc<Hub>`).
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<RoomName, Room>>]>,
+    /// Rooms are boxed: a table of rooms inline would hold its spare slots
+    /// at a room's size.
+    shards: Box<[Shard]>,
     hasher: RandomState,
     stats: HubStats,
     batch_above: usize,
@@ -162,7 +254,7 @@ impl Hub {
         &self.stats
     }
 
-    fn shard(&self, room: &RoomName) -> &RwLock<HashMap<RoomName, Room>> {
+    fn shard(&self, room: &RoomName) -> &Shard {
         let index = self.hasher.hash_one(room.as_str()) as usize % self.shards.len();
         &self.shards[index]
     }
@@ -177,14 +269,14 @@ impl Hub {
     ) -> Result<Arc<Membership>, JoinRefused> {
         let mut shard = self.shard(room).write();
         let entry = shard.entry(room.clone()).or_default();
-        if entry.members.contains_key(client.session()) {
+        if entry.members.contains(client.session()) {
             return Err(JoinRefused::AlreadyMember);
         }
         if entry.members.len() >= max_members {
             return Err(JoinRefused::Full);
         }
         let membership = Arc::new(Membership::new(client.clone(), room.clone()));
-        entry.members.insert(client.session().clone(), membership.clone());
+        entry.members.insert(membership.clone());
         Ok(membership)
     }
 
@@ -192,7 +284,7 @@ impl Hub {
     pub fn leave(&self, room: &RoomName, session: &str) -> bool {
         let mut shard = self.shard(room).write();
         let Some(entry) = shard.get_mut(room) else { return false };
-        let removed = entry.members.remove(session).is_some();
+        let removed = entry.members.remove(session);
         if entry.members.is_empty() {
             shard.remove(room);
         }
@@ -293,7 +385,7 @@ impl Hub {
         HubStats::add(&self.stats.messages, 1);
         let mut frame: Option<Frame> = None;
         let mut delivered = 0;
-        for member in room.members.values() {
+        for member in room.members.iter() {
             let client = member.client();
             if client.is_closing() {
                 continue;
@@ -344,7 +436,7 @@ impl Hub {
             PresenceState::Typing => room.known_count.load(Ordering::Relaxed),
         };
         if room.members.len() > self.batch_above || cluster_wide > self.batch_above as u64 {
-            room.pending.lock().record(user, state);
+            room.pending.lock().get_or_insert_default().record(user, state);
             return;
         }
         let frame = ServerFrame::Presence { room: room_name.clone(), user, state }.encode();
@@ -366,9 +458,7 @@ impl Hub {
         let mut rooms = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
-            rooms.extend(
-                shard.iter().filter(|(_, r)| !r.pending.lock().is_empty()).map(|(n, _)| n.clone()),
-            );
+            rooms.extend(shard.iter().filter(|(_, r)| r.has_pending()).map(|(n, _)| n.clone()));
         }
         rooms
     }
@@ -383,10 +473,10 @@ impl Hub {
             for (name, room) in shard.iter() {
                 let pending = {
                     let mut pending = room.pending.lock();
-                    if pending.is_empty() {
-                        continue;
+                    match pending.take() {
+                        Some(batch) if !batch.is_empty() => batch,
+                        _ => continue,
                     }
-                    std::mem::take(&mut *pending)
                 };
                 let member_count = match count(name) {
                     Some(n) => {
@@ -412,7 +502,7 @@ impl Hub {
     /// Queues an unsequenced event to every member that has been told `joined`.
     fn fan_out_event(&self, room: &Room, frame: Frame) {
         let mut delivered = 0;
-        for member in room.members.values() {
+        for member in room.members.iter() {
             if member.lock().state == SyncState::Joining {
                 continue;
             }
@@ -442,7 +532,7 @@ impl Hub {
         let shard = self.shard(room_name).read();
         let Some(room) = shard.get(room_name) else { return };
         HubStats::add(&self.stats.epoch_resets, 1);
-        for member in room.members.values() {
+        for member in room.members.iter() {
             let mut cursor = member.lock();
             if cursor.state != SyncState::Joining && cursor.epoch.as_ref() != Some(epoch) {
                 self.send_back(member, &mut cursor);
@@ -460,7 +550,7 @@ impl Hub {
 
     /// Sends every live member of the room back to syncing.
     fn resync_room(&self, room: &Room) {
-        for member in room.members.values() {
+        for member in room.members.iter() {
             let mut cursor = member.lock();
             if cursor.state == SyncState::Live {
                 self.send_back(member, &mut cursor);
@@ -704,6 +794,26 @@ mod tests {
         assert_eq!(hub.join(&room(), &a, 5).err(), Some(JoinRefused::AlreadyMember));
         assert_eq!(hub.join(&room(), &b, 1).err(), Some(JoinRefused::Full));
         assert!(hub.leave(&room(), "a"));
+        assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn a_room_grows_from_one_member_and_shrinks_back() {
+        let hub = Hub::new();
+        let (_a, mut out_a) = live_member(&hub, "a", 16);
+        let (_b, mut out_b) = live_member(&hub, "b", 16);
+        let (_c, mut out_c) = live_member(&hub, "c", 16);
+        hub.deliver(message("e", 1));
+        assert!(hub.leave(&room(), "a"));
+        assert!(!hub.leave(&room(), "a"), "not a member any more");
+        assert!(hub.leave(&room(), "c"));
+        hub.deliver(message("e", 2));
+        assert_eq!(seqs(&mut out_a), vec![1]);
+        assert_eq!(seqs(&mut out_b), vec![1, 2]);
+        assert_eq!(seqs(&mut out_c), vec![1]);
+        let (b, _ob) = client("b", 4);
+        assert_eq!(hub.join(&room(), &b, 5).err(), Some(JoinRefused::AlreadyMember));
+        assert!(hub.leave(&room(), "b"));
         assert_eq!(hub.room_count(), 0);
     }
 

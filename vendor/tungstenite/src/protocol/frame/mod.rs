@@ -128,7 +128,8 @@ impl FrameCodec {
     /// Create a new frame codec.
     pub(super) fn new(in_buf_len: usize) -> Self {
         Self {
-            in_buffer: BytesMut::with_capacity(in_buf_len),
+            // Palaver patch: allocated by the first read (see `read_frame`).
+            in_buffer: BytesMut::new(),
             in_buf_max_read: in_buf_len.max(FrameHeader::MAX_SIZE),
             out_buffer: <_>::default(),
             max_out_buffer_len: usize::MAX,
@@ -193,6 +194,10 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
+                } else if self.in_buffer.capacity() == 0 {
+                    // Palaver patch: released while idle (below); a read
+                    // takes the configured size again, not just a header's.
+                    self.in_buffer.reserve(self.in_buf_max_read);
                 } else {
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
@@ -206,9 +211,24 @@ impl FrameCodec {
             }
 
             // Not enough data in buffer.
-            if self.read_in(stream)? == 0 {
-                trace!("no frame received");
-                return Ok(None);
+            match self.read_in(stream) {
+                Ok(0) => {
+                    trace!("no frame received");
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Palaver patch: nothing buffered and nothing to read:
+                    // an idle connection holds no read buffer (the next
+                    // read allocates it again, next to its syscall).
+                    if e.kind() == IoErrorKind::WouldBlock
+                        && self.header.is_none()
+                        && self.in_buffer.is_empty()
+                    {
+                        self.in_buffer = BytesMut::new();
+                    }
+                    return Err(e.into());
+                }
             }
         };
 
