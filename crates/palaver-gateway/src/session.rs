@@ -421,7 +421,7 @@ impl Session {
         }
         // Over a bus the sender's own copy comes back beside this reply: the
         // ack waits for it (briefly) so both leave in one write.
-        let membership = self.membership(&room)?.clone();
+        let membership = self.membership(&room)?.membership.clone();
         match membership.hold_ack(&epoch, seq, ack) {
             Err(ack) => self.push(ack).await,
             Ok(released) => {
