@@ -34,5 +34,5 @@ cargo test --workspace "$@"
 # With no arguments, the whole suite: also the JavaScript client's, against the
 # palaver binary the cargo run just built.
 if [ $# -eq 0 ]; then
-  PALAVER_BIN="$PWD/target/debug/palaver" bash clients/js/test.sh
+  PALAVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/palaver" bash clients/js/test.sh
 fi
