@@ -32,10 +32,13 @@ test("the README example, installed with npm from the repository path, survives 
   symlinkSync(join(pkg, 'node_modules', 'ws'), join(app, 'node_modules', 'ws')); // the README's `npm install ws`
 
   const redis = await startRedis();
+  t.after(() => redis.stop()); // registered at once: a node that fails to start must not leave it running
   const a = await startNode(['--redis-url', redis.url]);
+  t.after(() => a.kill());
   const b = await startNode(['--redis-url', redis.url]);
+  t.after(() => b.kill());
   const proxy = await startProxy([a.addr, b.addr]);
-  t.after(async () => (await a.kill(), await b.kill(), await proxy.close(), await redis.stop()));
+  t.after(() => proxy.close());
 
   const example = readmeExample();
   assert.match(example, /'ws:\/\/127\.0\.0\.1:8080\/ws'/);

@@ -22,7 +22,10 @@ export const PATIENCE_MS = 30_000;
 
 /** The `palaver` binary: `PALAVER_BIN`, else the newer of target/debug and target/release. */
 export function binary() {
-  if (process.env.PALAVER_BIN) return process.env.PALAVER_BIN;
+  if (process.env.PALAVER_BIN) {
+    if (!existsSync(process.env.PALAVER_BIN)) throw new Error(`PALAVER_BIN=${process.env.PALAVER_BIN}: no such binary (run \`cargo build -p palaver-gateway\`)`);
+    return process.env.PALAVER_BIN;
+  }
   const built = ['debug', 'release']
     .map((profile) => join(ROOT, 'target', profile, 'palaver'))
     .filter((p) => existsSync(p))
@@ -56,6 +59,7 @@ export async function startNode(args = [], { listen = '127.0.0.1:0', env = {} } 
   const first = await within(
     new Promise((resolve, reject) => {
       lines.once('line', resolve);
+      child.once('error', (e) => reject(new Error(`palaver did not start: ${e.message}`)));
       child.once('exit', (code) => reject(new Error(`palaver exited (${code}) before listening`)));
     }),
     'palaver to listen',
@@ -106,6 +110,9 @@ export async function startRedis() {
       });
       running.add(child);
       child.on('exit', () => running.delete(child));
+      // A test that fails before stopping it must not keep the runner alive
+      // (it is killed on exit with the others).
+      child.unref();
       await waitFor('redis-server to answer PING', async () => (await redis.command('PING')) === '+PONG');
     },
     /** One command over RESP; the first reply line. */
