@@ -202,6 +202,25 @@ start_palaver() {
   return 1
 }
 
+# start_nodes NAME N [palaver args...]: N fresh palaver nodes n1..nN, each with
+# those args and `--node-id nI`. Fills node_pids, urls (--url ...) and pids
+# (--server-pid ...), the caller's locals; on a failure stops the nodes it
+# started and returns 1 (the caller stops its Redis).
+start_nodes() {
+  local name=$1 count=$2 i pid
+  shift 2
+  urls=() pids=() node_pids=()
+  for i in $(seq "$count"); do
+    if ! start_palaver "$name-n$i" "$@" --node-id "n$i"; then
+      for pid in "${node_pids[@]}"; do stop "$pid"; done
+      return 1
+    fi
+    node_pids+=("$SERVER_PID")
+    urls+=(--url "$SERVER_URL")
+    pids+=(--server-pid "$SERVER_PID")
+  done
+}
+
 # start_seed NAME: sets SERVER_PID and SERVER_URL.
 start_seed() {
   local port
@@ -379,18 +398,11 @@ step_cluster() {
   for nodes in $NODES; do
     for rate in $RATES; do
       start_redis || return 1
-      urls=() pids=() node_pids=()
-      for i in $(seq "$nodes"); do
-        if ! start_palaver "cluster-$nodes-$rate-n$i" --redis-url "$REDIS_URL" --node-id "n$i"; then
-          log "cluster: palaver cannot run with --redis-url (backend not wired yet?); skipping the step"
-          for pid in "${node_pids[@]}"; do stop "$pid"; done
-          stop "$REDIS_PID"
-          return 1
-        fi
-        node_pids+=("$SERVER_PID")
-        urls+=(--url "$SERVER_URL")
-        pids+=(--server-pid "$SERVER_PID")
-      done
+      if ! start_nodes "cluster-$nodes-$rate" "$nodes" --redis-url "$REDIS_URL"; then
+        log "cluster: palaver cannot run with --redis-url (backend not wired yet?); skipping the step"
+        stop "$REDIS_PID"
+        return 1
+      fi
       log "cluster: $nodes nodes, $SENDERS senders x $rate msgs/s"
       # shellcheck disable=SC2046
       loadgen $(fanout_args "$rate") --protocol palaver "${urls[@]}" "${pids[@]}" \
@@ -422,7 +434,7 @@ step_chat() {
     esac
     for rate in $CHAT_RATES; do
       per_client=$(awk -v t="$rate" -v c="$clients" 'BEGIN { printf "%g", t / c }')
-      urls=() pids=() node_pids=() redis_args=() backend=()
+      redis_args=() backend=()
       case $setup in
         redis-*)
           start_redis || return 1
@@ -432,18 +444,13 @@ step_chat() {
           start_redis_cluster || return 1
           backend=(--redis-cluster "$CLUSTER_SEEDS") ;;
       esac
-      for i in $(seq "$nodes"); do
-        if [ "$setup" = memory ]; then
-          start_palaver "chat-$setup-$rate" || return 1
-        elif ! start_palaver "chat-$setup-$rate-n$i" "${backend[@]}" --node-id "n$i"; then
-          for pid in "${node_pids[@]}"; do stop "$pid"; done
-          stop "$REDIS_PID"
-          return 1
-        fi
-        node_pids+=("$SERVER_PID")
-        urls+=(--url "$SERVER_URL")
-        pids+=(--server-pid "$SERVER_PID")
-      done
+      if ! start_nodes "chat-$setup-$rate" "$nodes" "${backend[@]}"; then
+        case $setup in
+          redis-*) stop "$REDIS_PID" ;;
+          cluster-*) stop_redis_cluster ;;
+        esac
+        return 1
+      fi
       ticks=()
       case $setup in
         redis-*) CLUSTER_PIDS=("$REDIS_PID") CLUSTER_PORTS=("$REDIS_PORT"); ticks+=("$(cpu_ticks "$REDIS_PID")") ;;
@@ -505,17 +512,7 @@ step_big_room() {
   done
   [ "$BIG_GATEWAYS" -gt 1 ] || return 0
   start_redis || return 1
-  urls=() pids=() node_pids=()
-  for i in $(seq "$BIG_GATEWAYS"); do
-    if ! start_palaver "big-cluster-n$i" --redis-url "$REDIS_URL" --node-id "n$i"; then
-      for pid in "${node_pids[@]}"; do stop "$pid"; done
-      stop "$REDIS_PID"
-      return 1
-    fi
-    node_pids+=("$SERVER_PID")
-    urls+=(--url "$SERVER_URL")
-    pids+=(--server-pid "$SERVER_PID")
-  done
+  start_nodes big-cluster "$BIG_GATEWAYS" --redis-url "$REDIS_URL" || { stop "$REDIS_PID"; return 1; }
   # One loadgen process per gateway's worth of members (open files), each
   # spreading its members over every gateway with its own sender.
   per_sender=$(awk -v r="$BIG_RATE" -v g="$BIG_GATEWAYS" 'BEGIN { printf "%g", r / g }')
