@@ -8,22 +8,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use palaver_protocol::ServerFrame;
-use palaver_tests::{Node, RedisBackend, RedisCluster, WsClient};
+use palaver_tests::{Node, RedisCluster, WsClient, cluster as cluster_nodes};
 use serde_json::json;
 
 const ROOM: &str = "busy";
-
-fn nodes(cluster: &RedisCluster, count: usize) -> Vec<Node> {
-    let backend = cluster.node_args();
-    (0..count)
-        .map(|i| {
-            let id = format!("n{i}");
-            let mut args: Vec<&str> = backend.iter().map(String::as_str).collect();
-            args.extend(["--node-id", &id]);
-            Node::start(&args)
-        })
-        .collect()
-}
 
 /// Sends `count` messages, each retried with the same id until acked (a
 /// retry is idempotent); returns the acked (epoch, seq, id) in order.
@@ -95,7 +83,7 @@ async fn members(nodes: &[Node]) -> Vec<WsClient> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_receive_everything_in_order_while_the_slot_moves_twice() {
     let cluster = std::sync::Arc::new(std::sync::Mutex::new(RedisCluster::start(3)));
-    let nodes = nodes(&cluster.lock().expect("cluster"), 3);
+    let nodes = cluster_nodes(&*cluster.lock().expect("cluster"), 3, &[]);
     let members = members(&nodes).await;
     let mut sender = WsClient::connect(&nodes[0].ws_url("ann")).await;
     sender.join(ROOM).await;
@@ -129,7 +117,7 @@ async fn members_receive_everything_in_order_while_the_slot_moves_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_traffic_loses_nobody_silently() {
     let cluster = std::sync::Arc::new(std::sync::Mutex::new(RedisCluster::start(3)));
-    let nodes = nodes(&cluster.lock().expect("cluster"), 3);
+    let nodes = cluster_nodes(&*cluster.lock().expect("cluster"), 3, &[]);
     let members = members(&nodes).await;
     let mut sender = WsClient::connect(&nodes[1].ws_url("ann")).await;
     sender.join(ROOM).await;

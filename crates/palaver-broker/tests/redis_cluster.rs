@@ -60,18 +60,8 @@ async fn every_operation_works_on_a_cluster() {
     assert!(classic.lines().nth(1).is_some_and(|n| n.trim() == "0"), "{classic}");
 
     // Publishes to every room interleaved, concurrently (they batch, split by room).
-    let mut sends = Vec::new();
-    for i in 0..5 {
-        for r in &rooms {
-            let (broker, r) = (a.broker.clone(), r.clone());
-            sends.push(tokio::spawn(async move {
-                broker.publish(&r, draft("ann", &format!("m{i}"))).await.expect("publish")
-            }));
-        }
-    }
-    for send in sends {
-        send.await.expect("task");
-    }
+    let ids: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    publish_to_each(&a.broker, &rooms, &ids).await;
     for r in &rooms {
         eventually("b receives every message in order", 10, || {
             let seqs: Vec<u64> = b.inbox.seqs(r).into_iter().map(|(_, s)| s).collect();
@@ -137,6 +127,33 @@ async fn every_operation_works_on_a_cluster() {
     .await;
 }
 
+/// Publishes each of `ids` to every room, all concurrently (they batch,
+/// split by room); each must succeed.
+async fn publish_to_each(broker: &Arc<RedisBroker>, rooms: &[RoomName], ids: &[String]) {
+    let mut sends = Vec::new();
+    for id in ids {
+        for r in rooms {
+            let (broker, r, id) = (broker.clone(), r.clone(), id.clone());
+            sends.push(tokio::spawn(async move {
+                broker.publish(&r, draft("ann", &id)).await.expect("publish")
+            }));
+        }
+    }
+    for send in sends {
+        send.await.expect("task");
+    }
+}
+
+/// The witness of ann's message `(epoch, seq, id)`.
+fn witness_of((epoch, seq, id): &(Epoch, u64, String)) -> Witness {
+    Witness {
+        epoch: epoch.clone(),
+        seq: *seq,
+        id: Some(ClientMessageId::parse(id).expect("id")),
+        user: Some(user("ann")),
+    }
+}
+
 /// Publishes `count` messages to `room` from `broker`, retrying each until
 /// Redis takes it (the same client id: a retry is idempotent). Returns the
 /// (epoch, seq) of each, in order.
@@ -151,12 +168,7 @@ async fn publish_through(
         let id = format!("{prefix}{i}");
         loop {
             let mut message = draft("ann", &id);
-            message.witness = out.last().map(|(epoch, seq, id): &(Epoch, u64, String)| Witness {
-                epoch: epoch.clone(),
-                seq: *seq,
-                id: Some(ClientMessageId::parse(id).expect("id")),
-                user: Some(user("ann")),
-            });
+            message.witness = out.last().map(witness_of);
             match broker.publish(&room, message).await {
                 Ok(published) => {
                     out.push((published.epoch, published.seq, id));
@@ -318,12 +330,7 @@ async fn publish_after(
 ) -> (Epoch, u64, String) {
     loop {
         let mut message = draft("ann", "after");
-        message.witness = Some(Witness {
-            epoch: last.0.clone(),
-            seq: last.1,
-            id: Some(ClientMessageId::parse(&last.2).expect("id")),
-            user: Some(user("ann")),
-        });
+        message.witness = Some(witness_of(last));
         match broker.publish(room, message).await {
             Ok(p) => return (p.epoch, p.seq, "after".into()),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -379,16 +386,7 @@ async fn a_thousand_rooms_spread_evenly_over_three_masters() {
     let a = cluster_node(&cluster, "a", |_| {}).await;
     let rooms: Vec<RoomName> = patterns[0].1.iter().map(|n| room(n)).collect();
     for round in 0..3 {
-        let mut sends = Vec::new();
-        for r in &rooms {
-            let (broker, r) = (a.broker.clone(), r.clone());
-            sends.push(tokio::spawn(async move {
-                broker.publish(&r, draft("ann", &format!("p{round}"))).await.expect("publish")
-            }));
-        }
-        for send in sends {
-            send.await.expect("task");
-        }
+        publish_to_each(&a.broker, &rooms, &[format!("p{round}")]).await;
     }
     let mut calls: HashMap<u16, u64> = HashMap::new();
     for port in &masters {

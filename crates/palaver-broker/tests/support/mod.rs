@@ -215,11 +215,7 @@ pub async fn node_with(
 ) -> Node {
     let mut config = RedisConfig::new(server.url(), id);
     config.command_timeout = Duration::from_millis(500);
-    config.heartbeat = Duration::from_millis(200);
-    adjust(&mut config);
-    let inbox = Arc::new(Recorder::default());
-    let broker = RedisBroker::connect(config, inbox.clone()).await.expect("broker starts");
-    Node { broker, inbox }
+    connect(config, adjust).await
 }
 
 /// Starts a node against a Redis Cluster, letting the test adjust its config.
@@ -232,6 +228,11 @@ pub async fn cluster_node(
     let mut config = RedisConfig::new(cluster.seeds(), id);
     config.cluster = true;
     config.command_timeout = Duration::from_millis(1000);
+    connect(config, adjust).await
+}
+
+/// Connects a node with a fast heartbeat, after the test's adjustments.
+async fn connect(mut config: RedisConfig, adjust: impl FnOnce(&mut RedisConfig)) -> Node {
     config.heartbeat = Duration::from_millis(200);
     adjust(&mut config);
     let inbox = Arc::new(Recorder::default());
