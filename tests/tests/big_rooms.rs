@@ -256,3 +256,40 @@ async fn a_join_storm_on_one_node_is_batched_on_another_with_few_members() {
     // the room is big across the cluster.
     check_batched_storm(&nodes[..1], &nodes[1]).await;
 }
+
+/// A burst of joins into a small room (a node restarting, its clients all
+/// coming back): the first changes reach an observer one by one, the rest
+/// of that second in one `presence_batch`; every joiner is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_burst_in_a_small_room_is_coalesced_past_its_budget() {
+    const BURST: usize = 80;
+    let node = Node::start(&QUEUE);
+    let mut observer = WsClient::connect(&node.ws_url("viewer")).await;
+    observer.join("burst").await;
+    let _members = fill(std::slice::from_ref(&node), "burst", BURST).await;
+    let mut one_by_one = 0;
+    let mut listed = BTreeSet::new();
+    while listed.len() < BURST {
+        let frame = observer
+            .expect(|f| {
+                matches!(f, ServerFrame::PresenceBatch { .. } | ServerFrame::Presence { .. })
+            })
+            .await;
+        match frame {
+            ServerFrame::Presence { user, state: PresenceState::Join, .. }
+                if user.as_str() != "viewer" =>
+            {
+                one_by_one += 1;
+                listed.insert(user.to_string());
+            }
+            ServerFrame::PresenceBatch { joined, truncated, .. } => {
+                assert!(!truncated, "{BURST} joiners fit in one batch's list");
+                listed.extend(joined.iter().map(|u| u.to_string()).filter(|u| u != "viewer"));
+            }
+            _ => {}
+        }
+    }
+    assert!(listed.iter().all(|u| u.starts_with('m')), "{listed:?}");
+    assert!(one_by_one > 0, "a quiet room's first joins show at once");
+    assert!(one_by_one < BURST, "past the budget, joins wait for the batch");
+}

@@ -184,9 +184,12 @@ async fn silent_peer_is_closed_after_the_read_deadline() {
     alive.expect(|f| matches!(f, ServerFrame::Pong)).await;
 }
 
-#[tokio::test]
+// The reader has a thread of its own: on one thread the sender's loop could
+// run ahead of it by more than its queue and socket buffers hold, and the
+// reader would be the slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_evicted_while_others_receive_everything() {
-    let node = Node::start(&["--queue-frames", "8", "--queue-bytes", "65536"]);
+    let node = Node::start(&["--queue-frames", "32", "--queue-bytes", "262144"]);
     let mut sender = WsClient::connect(&node.ws_url("ann")).await;
     sender.join("lobby").await;
     let mut reader = WsClient::connect(&node.ws_url("bob")).await;

@@ -34,6 +34,7 @@ mod metrics;
 pub mod mint;
 mod node;
 mod origin;
+mod presence_flush;
 mod ratelimit;
 mod registry;
 mod security;

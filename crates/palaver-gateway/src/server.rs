@@ -10,10 +10,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig, broker::SharedBroker};
+use palaver_broker::{Broker, MemoryBroker, RedisBroker, RedisConfig};
 use palaver_hub::Hub;
-use palaver_protocol::RoomName;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
@@ -120,37 +118,6 @@ async fn upgrade(
 /// task flushes after each batch anyway. Grows only under load.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Sends big rooms' coalesced presence once a second until shutdown, each
-/// batch with the room's cluster-wide member count.
-async fn flush_presence(hub: Arc<Hub>, broker: SharedBroker, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let counts = member_counts(&*broker, hub.rooms_with_pending_presence()).await;
-                hub.flush_presence(|room| counts.get(room).copied());
-            }
-        }
-    }
-}
-
-/// The member counts of `rooms`, read a few at a time; a room whose count
-/// cannot be read now is left out (its batch carries the last one heard).
-async fn member_counts(broker: &dyn Broker, rooms: Vec<RoomName>) -> HashMap<RoomName, u64> {
-    use futures_util::{StreamExt, stream};
-    stream::iter(rooms)
-        .map(|room| async move {
-            let count = broker.member_count(&room).await.ok()?;
-            Some((room, count))
-        })
-        .buffer_unordered(16)
-        .filter_map(std::future::ready)
-        .collect()
-        .await
-}
-
 /// Runs a node until SIGINT/SIGTERM, then shuts down gracefully.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     crate::security::check(&config)?;
@@ -185,7 +152,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         }
     }
 
-    tokio::spawn(flush_presence(app.hub.clone(), app.broker.clone(), app.shutdown.clone()));
+    tokio::spawn(crate::presence_flush::run(
+        app.hub.clone(),
+        app.broker.clone(),
+        app.shutdown.clone(),
+    ));
     tokio::spawn(crate::directory::report(app.reporter(), app.shutdown.clone()));
     let signal_app = app.clone();
     tokio::spawn(async move {

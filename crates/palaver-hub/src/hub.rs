@@ -3,10 +3,12 @@
 use std::{
     collections::{BTreeSet, HashMap},
     hash::{BuildHasher, RandomState},
+    ops::Range,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use palaver_protocol::{
@@ -34,6 +36,12 @@ struct PendingPresence {
     typing: BTreeSet<UserName>,
     /// Some change did not fit in its list.
     truncated: bool,
+    /// The flush that took the last batch: the next is due
+    /// [`presence_period`] flushes later.
+    taken_at: Option<u64>,
+    /// Deliveries spent on changes sent one by one since the last flush (up
+    /// to [`PRESENCE_AT_ONCE`]).
+    spent: usize,
 }
 
 impl PendingPresence {
@@ -61,6 +69,48 @@ impl PendingPresence {
     /// Something to send: a change kept, or one only counted.
     fn is_empty(&self) -> bool {
         self.joined.is_empty() && self.left.is_empty() && self.typing.is_empty() && !self.truncated
+    }
+
+    /// A batch period for `members` local members has passed by flush `flush`.
+    fn period_over(&self, flush: u64, members: usize) -> bool {
+        self.taken_at.is_none_or(|t| flush.saturating_sub(t) >= presence_period(members))
+    }
+}
+
+/// How often the gateway flushes presence ([`Hub::take_presence`]).
+pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Presence deliveries one room may cost a node per flush: a batch goes to
+/// every local member, so a room with more members than this gets one every
+/// few flushes (15,000 members: every third). Its presence then costs the
+/// node the same per second, and per join, whatever its size.
+pub const PRESENCE_DELIVERIES_PER_FLUSH: usize = 5_000;
+
+/// Deliveries a small room may spend per flush on presence changes sent one
+/// by one (each costs one per local member; the first is always allowed);
+/// further changes wait for its next batch. A quiet room's changes show at
+/// once (a room of 2: 50 a second), and a storm (a node restarts and all its
+/// clients come back) costs each room about two deliveries per member per
+/// second instead of one per member per join.
+pub const PRESENCE_AT_ONCE: usize = 100;
+
+/// Flushes between two presence batches of a room with `members` local members.
+pub fn presence_period(members: usize) -> u64 {
+    members.div_ceil(PRESENCE_DELIVERIES_PER_FLUSH).max(1) as u64
+}
+
+/// One big room's presence batch and its members when it was taken
+/// ([`Hub::take_presence`]): [`Hub::deliver_presence`] queues it to a slice
+/// of them at a time, so a batch to a huge room can be spread over time.
+pub struct PresenceFlush {
+    frame: Frame,
+    members: Vec<Arc<Membership>>,
+}
+
+impl PresenceFlush {
+    /// Members it is for.
+    pub fn members(&self) -> usize {
+        self.members.len()
     }
 }
 
@@ -176,9 +226,10 @@ struct Room {
 }
 
 impl Room {
-    /// Presence changes are waiting for the next batch.
-    fn has_pending(&self) -> bool {
-        self.pending.lock().as_ref().is_some_and(|p| !p.is_empty())
+    /// Presence changes wait and their batch is due at flush `flush`.
+    fn presence_due(&self, flush: u64) -> bool {
+        let members = self.members.len();
+        self.pending.lock().as_ref().is_some_and(|p| !p.is_empty() && p.period_over(flush, members))
     }
 
     /// Remembers `seen` if it is newer than the current witness. A witness of
@@ -219,6 +270,8 @@ pub struct Hub {
     hasher: RandomState,
     stats: HubStats,
     batch_above: usize,
+    /// Presence flushes so far ([`Hub::take_presence`]): the clock of batches.
+    presence_flushes: AtomicU64,
 }
 
 /// Rooms with more local members than this get presence in batches by default.
@@ -246,6 +299,7 @@ impl Hub {
             hasher: RandomState::new(),
             stats: HubStats::default(),
             batch_above: members,
+            presence_flushes: AtomicU64::new(0),
         }
     }
 
@@ -435,10 +489,25 @@ impl Hub {
             }
             PresenceState::Typing => room.known_count.load(Ordering::Relaxed),
         };
-        if room.members.len() > self.batch_above || cluster_wide > self.batch_above as u64 {
-            room.pending.lock().get_or_insert_default().record(user, state);
+        let big = room.members.len() > self.batch_above || cluster_wide > self.batch_above as u64;
+        let mut pending = room.pending.lock();
+        let at_once = match pending.as_deref() {
+            // Big: always batched. A room of one costs one delivery: never held.
+            _ if big => false,
+            None if room.members.len() <= 1 => true,
+            // Once a change is held, later ones are too (kept in order).
+            Some(p) if !p.is_empty() => false,
+            Some(p) if p.spent > 0 && p.spent + room.members.len() > PRESENCE_AT_ONCE => false,
+            _ => {
+                pending.get_or_insert_default().spent += room.members.len();
+                true
+            }
+        };
+        if !at_once {
+            pending.get_or_insert_default().record(user, state);
             return;
         }
+        drop(pending);
         let frame = ServerFrame::Presence { room: room_name.clone(), user, state }.encode();
         self.fan_out_event(room, frame);
     }
@@ -451,32 +520,57 @@ impl Hub {
         }
     }
 
-    /// Rooms with presence changes held back: the ones the next
-    /// [`Hub::flush_presence`] sends a batch to (the gateway reads their
-    /// member counts first).
+    /// Rooms whose held-back presence changes the next [`Hub::take_presence`]
+    /// takes a batch of (the gateway reads their member counts first).
     pub fn rooms_with_pending_presence(&self) -> Vec<RoomName> {
+        let next = self.presence_flushes.load(Ordering::Relaxed) + 1;
         let mut rooms = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
-            rooms.extend(shard.iter().filter(|(_, r)| r.has_pending()).map(|(n, _)| n.clone()));
+            rooms
+                .extend(shard.iter().filter(|(_, r)| r.presence_due(next)).map(|(n, _)| n.clone()));
         }
         rooms
     }
 
-    /// Sends each big room's held-back presence changes as one bounded
-    /// `presence_batch` carrying the room's cluster-wide member count
-    /// (`count(room)`, else the last one heard). The gateway calls it on a
-    /// ticker (once a second).
+    /// Sends each big room's due presence changes as one bounded
+    /// `presence_batch` to all its members at once ([`Hub::take_presence`]
+    /// then [`Hub::deliver_presence`] to every member).
     pub fn flush_presence(&self, count: impl Fn(&RoomName) -> Option<u64>) {
+        for flush in self.take_presence(count) {
+            self.deliver_presence(&flush, 0..flush.members());
+        }
+    }
+
+    /// One presence flush: takes each room's held-back presence changes that
+    /// are due (see [`presence_period`]) as one bounded `presence_batch`
+    /// carrying the room's cluster-wide member count (`count(room)`, else the
+    /// last one heard), with the room's members as they are now, and starts a
+    /// new burst allowance for small rooms. The gateway calls it every
+    /// [`PRESENCE_INTERVAL`] and hands each batch out a slice of members at a
+    /// time.
+    pub fn take_presence(&self, count: impl Fn(&RoomName) -> Option<u64>) -> Vec<PresenceFlush> {
+        let flush = self.presence_flushes.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut flushes = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
             for (name, room) in shard.iter() {
                 let pending = {
                     let mut pending = room.pending.lock();
-                    match pending.take() {
-                        Some(batch) if !batch.is_empty() => batch,
-                        _ => continue,
+                    let Some(batch) = pending.as_mut() else { continue };
+                    if !batch.period_over(flush, room.members.len()) {
+                        continue;
                     }
+                    if batch.is_empty() {
+                        // Quiet for a whole period: the room forgets it (memory).
+                        *pending = None;
+                        continue;
+                    }
+                    let taken_at = Some(flush);
+                    std::mem::replace(
+                        &mut **batch,
+                        PendingPresence { taken_at, ..Default::default() },
+                    )
                 };
                 let member_count = match count(name) {
                     Some(n) => {
@@ -494,15 +588,30 @@ impl Hub {
                     truncated: pending.truncated,
                 }
                 .encode();
-                self.fan_out_event(room, frame);
+                flushes
+                    .push(PresenceFlush { frame, members: room.members.iter().cloned().collect() });
             }
         }
+        flushes
+    }
+
+    /// Queues a taken batch to the members in `range` of its snapshot (clamped
+    /// to it). A member that left since is skipped; one that joined since read
+    /// its member page after these changes and needs no batch.
+    pub fn deliver_presence(&self, flush: &PresenceFlush, range: Range<usize>) {
+        let end = range.end.min(flush.members.len());
+        let start = range.start.min(end);
+        self.fan_out_to(flush.members[start..end].iter(), &flush.frame);
     }
 
     /// Queues an unsequenced event to every member that has been told `joined`.
     fn fan_out_event(&self, room: &Room, frame: Frame) {
+        self.fan_out_to(room.members.iter(), &frame);
+    }
+
+    fn fan_out_to<'a>(&self, members: impl Iterator<Item = &'a Arc<Membership>>, frame: &Frame) {
         let mut delivered = 0;
-        for member in room.members.iter() {
+        for member in members {
             if member.lock().state == SyncState::Joining {
                 continue;
             }
@@ -675,6 +784,7 @@ mod tests {
             .map(|f| match ServerFrame::decode(f.as_str()) {
                 Ok(ServerFrame::Message { .. }) => "message",
                 Ok(ServerFrame::Ack { .. }) => "ack",
+                Ok(ServerFrame::Presence { .. }) => "presence",
                 _ => "other",
             })
             .collect()
@@ -850,6 +960,101 @@ mod tests {
         hub.flush_presence(|_| Some(7));
         assert!(out_a.try_recv().is_none());
         assert!(hub.rooms_with_pending_presence().is_empty());
+    }
+
+    /// The users of a `presence_batch` frame's `joined`, and its count.
+    fn batch_joined(frame: Frame) -> (Vec<String>, u64) {
+        match ServerFrame::decode(frame.as_str()).expect("decodes") {
+            ServerFrame::PresenceBatch { joined, member_count, .. } => {
+                (joined.iter().map(|u| u.to_string()).collect(), member_count)
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_small_room_spends_a_budget_at_once_and_holds_the_rest_for_the_batch() {
+        let hub = Hub::new();
+        let (_a, mut out) = live_member(&hub, "a", 64);
+        let (_b, _out_b) = live_member(&hub, "b", 64);
+        let burst = PRESENCE_AT_ONCE / 2;
+        let users: Vec<String> = (0..burst + 3).map(|i| format!("u{i:03}")).collect();
+        for user in &users {
+            hub.deliver(presence(user, PresenceState::Join));
+        }
+        assert_eq!(kinds(&mut out), vec!["presence"; burst], "one by one, two deliveries each");
+        hub.flush_presence(|_| Some(9));
+        let (joined, count) = batch_joined(out.try_recv().expect("the rest in one batch"));
+        assert_eq!(joined, users[burst..]);
+        assert_eq!(count, 9);
+        // A new flush period: one by one again.
+        hub.deliver(presence("late", PresenceState::Join));
+        assert_eq!(kinds(&mut out), vec!["presence"]);
+        // A quiet period frees the room's presence state.
+        hub.flush_presence(|_| None);
+        hub.flush_presence(|_| None);
+        assert!(hub.shard(&room()).read().get(&room()).expect("room").pending.lock().is_none());
+    }
+
+    #[test]
+    fn bigger_rooms_get_batches_less_often() {
+        assert_eq!(presence_period(0), 1);
+        assert_eq!(presence_period(PRESENCE_DELIVERIES_PER_FLUSH), 1);
+        assert_eq!(presence_period(PRESENCE_DELIVERIES_PER_FLUSH + 1), 2);
+        assert_eq!(presence_period(15_000), 3);
+        // Per flush a room costs about the same deliveries whatever its size.
+        for members in [6_000, 15_000, 200_000] {
+            let per_flush = members as f64 / presence_period(members) as f64;
+            assert!(per_flush <= PRESENCE_DELIVERIES_PER_FLUSH as f64, "{members}: {per_flush}");
+            assert!(
+                per_flush > PRESENCE_DELIVERIES_PER_FLUSH as f64 / 2.0,
+                "{members}: {per_flush}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_big_room_batches_every_few_flushes() {
+        let hub = Hub::with_presence_batch_above(1);
+        let mut members: Vec<_> = Vec::new();
+        for i in 0..=PRESENCE_DELIVERIES_PER_FLUSH {
+            let (c, out) = client(&format!("m{i}"), 8);
+            let m = hub.join(&room(), &c, usize::MAX).expect("joins");
+            m.set_cursor(Epoch::new("e"), 0, SyncState::Syncing);
+            assert!(hub.try_go_live(&m));
+            members.push((m, out));
+        }
+        let out = &mut members[0].1;
+        hub.deliver(presence("x", PresenceState::Join));
+        hub.flush_presence(|_| None);
+        assert_eq!(batch_joined(out.try_recv().expect("first batch at once")).0, vec!["x"]);
+        hub.deliver(presence("y", PresenceState::Join));
+        assert!(hub.rooms_with_pending_presence().is_empty(), "two flushes apart");
+        hub.flush_presence(|_| None);
+        assert!(out.try_recv().is_none(), "held for the next period");
+        assert_eq!(hub.rooms_with_pending_presence(), vec![room()]);
+        hub.flush_presence(|_| None);
+        assert_eq!(batch_joined(out.try_recv().expect("second batch")).0, vec!["y"]);
+    }
+
+    #[test]
+    fn a_taken_batch_reaches_each_member_once_slice_by_slice() {
+        let hub = Hub::with_presence_batch_above(1);
+        let mut outs: Vec<_> = (0..5).map(|i| live_member(&hub, &format!("m{i}"), 16)).collect();
+        hub.deliver(presence("x", PresenceState::Join));
+        let flushes = hub.take_presence(|_| Some(5));
+        assert_eq!(flushes.len(), 1);
+        let flush = &flushes[0];
+        assert_eq!(flush.members(), 5);
+        // A member who leaves before its slice gets nothing and breaks nothing.
+        let (gone, _) = outs.pop().expect("five");
+        assert!(hub.leave(&room(), gone.client().session()));
+        hub.deliver_presence(flush, 0..2);
+        hub.deliver_presence(flush, 2..4);
+        hub.deliver_presence(flush, 4..99);
+        let received = outs.iter_mut().filter_map(|(_, out)| out.try_recv()).count();
+        assert_eq!(received, 4);
+        assert!(outs.iter_mut().all(|(_, out)| out.try_recv().is_none()), "once each");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub mod membership;
 pub mod stats;
 
 pub use client::{Client, ClientConfig, Outbox};
-pub use hub::{Hub, JoinRefused};
+pub use hub::{
+    Hub, JoinRefused, PRESENCE_AT_ONCE, PRESENCE_DELIVERIES_PER_FLUSH, PRESENCE_INTERVAL,
+    PresenceFlush, presence_period,
+};
 pub use membership::{Cursor, Membership, SyncState};
 pub use stats::HubStats;
