@@ -60,9 +60,13 @@ pub fn join_cpu(samples: &[(u64, f64)]) -> Vec<JoinCpu> {
         .collect()
 }
 
-/// Sum of the servers' CPU seconds so far (0 for one that cannot be read).
+/// Sum of the servers' CPU seconds so far, per thread in ns (windows of a
+/// thousand joins last tens of ms: `stat`'s ticks would be most of the
+/// reading), else from `stat`; 0 for one that cannot be read.
 fn servers_cpu(pids: &[Pid]) -> f64 {
-    pids.iter().filter_map(|&p| procstat::sample(p).ok()).map(|s| s.cpu_secs).sum()
+    let cpu =
+        |p: Pid| procstat::thread_cpu_secs(p).or_else(|_| procstat::sample(p).map(|s| s.cpu_secs));
+    pids.iter().filter_map(|&p| cpu(p).ok()).sum()
 }
 
 /// Memory of one server before and after the connections.
