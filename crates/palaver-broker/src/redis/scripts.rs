@@ -107,11 +107,12 @@ for i = 0, #KEYS / 3 - 1 do
   local epoch, seq, fresh, _, refreshed = room_state(meta, stream, ids, ARGV[1], ttl,
     ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], '0', channel, head, 0)
   local member = id .. ' ' .. user
-  if redis.call('ZADD', ids, 'NX', seq + 1, member) == 0 then
+  -- Formatted once: a Lua number passed to redis.call is formatted as %.14g.
+  local seqs = string.format('%d', seq + 1)
+  if redis.call('ZADD', ids, 'NX', seqs, member) == 0 then
     out[i + 1] = {1, redis.call('ZSCORE', ids, member), epoch}
   else
     seq = seq + 1
-    local seqs = string.format('%d', seq)
     local ts = ARGV[a + 7]
     redis.call('XADD', stream, 'MAXLEN', '~', max, seqs .. '-1',
       'u', user, 'i', id, 't', ARGV[a + 6], 'ts', ts)
