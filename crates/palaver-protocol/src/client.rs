@@ -275,9 +275,12 @@ pub fn check_text(text: &str, limits: &Limits) -> Result<String, (ErrorCode, Str
 /// Strips control characters other than newline and tab (NUL, escape
 /// sequences, bidi controls stay out of other people's screens and logs).
 pub fn clean_text(text: &str) -> String {
-    text.chars()
-        .filter(|&c| c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c)))
-        .collect()
+    let keep = |c: char| c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c));
+    // Nearly every text has nothing to strip: one copy, not a push per char.
+    if text.chars().all(keep) {
+        return text.to_owned();
+    }
+    text.chars().filter(|&c| keep(c)).collect()
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -423,6 +426,11 @@ mod tests {
     #[test]
     fn text_is_cleaned() {
         assert_eq!(clean_text("a\u{0}b\u{1b}[31mc\nd\u{202E}"), "ab[31mc\nd");
+        // Nothing to strip: the text as it is (tabs, newlines, any script, emoji).
+        let clean = "tab\there\nnew line, 日本語, ğüş, 👋🏽";
+        assert_eq!(clean_text(clean), clean);
+        // C1 controls are stripped too.
+        assert_eq!(clean_text("a\u{85}b\u{9f}"), "ab");
     }
 
     #[test]
