@@ -103,6 +103,7 @@ pub fn presence_period(members: usize) -> u64 {
 /// ([`Hub::take_presence`]): [`Hub::deliver_presence`] queues it to a slice
 /// of them at a time, so a batch to a huge room can be spread over time.
 pub struct PresenceFlush {
+    room: RoomName,
     frame: Frame,
     members: Vec<Arc<Membership>>,
 }
@@ -209,8 +210,9 @@ impl Members {
 #[derive(Default)]
 struct Room {
     members: Members,
-    /// Presence changes held back while the room is big (see
-    /// [`Hub::flush_presence`]); allocated by the first one.
+    /// Presence held back for the next batch (see [`Hub::take_presence`]),
+    /// the last batch's flush and a small room's budget; allocated by the
+    /// first change that needs it, freed after a quiet period.
     pending: Mutex<Option<Box<PendingPresence>>>,
     /// Members cluster-wide, as last heard (a join's member page, a batch's
     /// count): a room big across the cluster batches even where few of its
@@ -533,15 +535,6 @@ impl Hub {
         rooms
     }
 
-    /// Sends each big room's due presence changes as one bounded
-    /// `presence_batch` to all its members at once ([`Hub::take_presence`]
-    /// then [`Hub::deliver_presence`] to every member).
-    pub fn flush_presence(&self, count: impl Fn(&RoomName) -> Option<u64>) {
-        for flush in self.take_presence(count) {
-            self.deliver_presence(&flush, 0..flush.members());
-        }
-    }
-
     /// One presence flush: takes each room's held-back presence changes that
     /// are due (see [`presence_period`]) as one bounded `presence_batch`
     /// carrying the room's cluster-wide member count (`count(room)`, else the
@@ -588,20 +581,25 @@ impl Hub {
                     truncated: pending.truncated,
                 }
                 .encode();
-                flushes
-                    .push(PresenceFlush { frame, members: room.members.iter().cloned().collect() });
+                let members = room.members.iter().cloned().collect();
+                flushes.push(PresenceFlush { room: name.clone(), frame, members });
             }
         }
         flushes
     }
 
     /// Queues a taken batch to the members in `range` of its snapshot (clamped
-    /// to it). A member that left since is skipped; one that joined since read
-    /// its member page after these changes and needs no batch.
+    /// to it). A member that left the room since is skipped; one that joined
+    /// since read its member page after these changes and needs no batch.
     pub fn deliver_presence(&self, flush: &PresenceFlush, range: Range<usize>) {
         let end = range.end.min(flush.members.len());
         let start = range.start.min(end);
-        self.fan_out_to(flush.members[start..end].iter(), &flush.frame);
+        let shard = self.shard(&flush.room).read();
+        let Some(room) = shard.get(&flush.room) else { return };
+        let still_in = flush.members[start..end]
+            .iter()
+            .filter(|m| room.members.contains(m.client().session()));
+        self.fan_out_to(still_in, &flush.frame);
     }
 
     /// Queues an unsequenced event to every member that has been told `joined`.
@@ -755,6 +753,14 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// One presence flush handed to every member at once (the gateway spreads
+    /// it in slices).
+    fn flush_presence(hub: &Hub, count: impl Fn(&RoomName) -> Option<u64>) {
+        for flush in hub.take_presence(count) {
+            hub.deliver_presence(&flush, 0..flush.members());
+        }
     }
 
     fn live_member(hub: &Hub, session: &str, frames: usize) -> (Arc<Membership>, Outbox) {
@@ -942,7 +948,7 @@ mod tests {
         hub.deliver(presence("z", PresenceState::Leave));
         assert!(out_a.try_recv().is_none());
         assert_eq!(hub.rooms_with_pending_presence(), vec![room()]);
-        hub.flush_presence(|_| Some(7));
+        flush_presence(&hub, |_| Some(7));
         for out in [&mut out_a, &mut out_b] {
             let frame = out.try_recv().expect("one batch");
             match ServerFrame::decode(frame.as_str()).expect("decodes") {
@@ -957,7 +963,7 @@ mod tests {
             }
             assert!(out.try_recv().is_none());
         }
-        hub.flush_presence(|_| Some(7));
+        flush_presence(&hub, |_| Some(7));
         assert!(out_a.try_recv().is_none());
         assert!(hub.rooms_with_pending_presence().is_empty());
     }
@@ -983,7 +989,7 @@ mod tests {
             hub.deliver(presence(user, PresenceState::Join));
         }
         assert_eq!(kinds(&mut out), vec!["presence"; burst], "one by one, two deliveries each");
-        hub.flush_presence(|_| Some(9));
+        flush_presence(&hub, |_| Some(9));
         let (joined, count) = batch_joined(out.try_recv().expect("the rest in one batch"));
         assert_eq!(joined, users[burst..]);
         assert_eq!(count, 9);
@@ -991,8 +997,8 @@ mod tests {
         hub.deliver(presence("late", PresenceState::Join));
         assert_eq!(kinds(&mut out), vec!["presence"]);
         // A quiet period frees the room's presence state.
-        hub.flush_presence(|_| None);
-        hub.flush_presence(|_| None);
+        flush_presence(&hub, |_| None);
+        flush_presence(&hub, |_| None);
         assert!(hub.shard(&room()).read().get(&room()).expect("room").pending.lock().is_none());
     }
 
@@ -1026,14 +1032,14 @@ mod tests {
         }
         let out = &mut members[0].1;
         hub.deliver(presence("x", PresenceState::Join));
-        hub.flush_presence(|_| None);
+        flush_presence(&hub, |_| None);
         assert_eq!(batch_joined(out.try_recv().expect("first batch at once")).0, vec!["x"]);
         hub.deliver(presence("y", PresenceState::Join));
         assert!(hub.rooms_with_pending_presence().is_empty(), "two flushes apart");
-        hub.flush_presence(|_| None);
+        flush_presence(&hub, |_| None);
         assert!(out.try_recv().is_none(), "held for the next period");
         assert_eq!(hub.rooms_with_pending_presence(), vec![room()]);
-        hub.flush_presence(|_| None);
+        flush_presence(&hub, |_| None);
         assert_eq!(batch_joined(out.try_recv().expect("second batch")).0, vec!["y"]);
     }
 
@@ -1047,11 +1053,12 @@ mod tests {
         let flush = &flushes[0];
         assert_eq!(flush.members(), 5);
         // A member who leaves before its slice gets nothing and breaks nothing.
-        let (gone, _) = outs.pop().expect("five");
+        let (gone, mut gone_out) = outs.pop().expect("five");
         assert!(hub.leave(&room(), gone.client().session()));
         hub.deliver_presence(flush, 0..2);
         hub.deliver_presence(flush, 2..4);
         hub.deliver_presence(flush, 4..99);
+        assert!(gone_out.try_recv().is_none(), "left before its slice: nothing");
         let received = outs.iter_mut().filter_map(|(_, out)| out.try_recv()).count();
         assert_eq!(received, 4);
         assert!(outs.iter_mut().all(|(_, out)| out.try_recv().is_none()), "once each");
@@ -1068,7 +1075,7 @@ mod tests {
         hub.deliver(presence("u00000", PresenceState::Typing));
         // Nothing is counted here: the last heard count stands in.
         hub.note_member_count(&room(), 1_002);
-        hub.flush_presence(|_| None);
+        flush_presence(&hub, |_| None);
         let frame = out.try_recv().expect("one batch");
         assert!(out.try_recv().is_none(), "one frame for the whole storm");
         match ServerFrame::decode(frame.as_str()).expect("decodes") {
@@ -1092,7 +1099,7 @@ mod tests {
         hub.note_member_count(&room(), 5_000);
         hub.deliver(join);
         assert!(out.try_recv().is_none(), "big cluster-wide: held for the batch");
-        hub.flush_presence(|_| Some(5_001));
+        flush_presence(&hub, |_| Some(5_001));
         assert!(out.try_recv().is_some());
     }
 
