@@ -301,8 +301,6 @@ impl RedisCluster {
         (0..16384).step_by(16).find(|s| owner_in_slots(&slots, *s) == Some(port)).expect("a slot")
     }
 
-    /// Waits until every live node reports `cluster_state:ok` and agrees on
-    /// the owner of every slot.
     /// Waits until every node sees `masters` masters, each with its replica:
     /// `--cluster create` attaches the replicas after assigning the slots, so
     /// for a moment they are empty masters (a test picking rooms "on every
@@ -323,6 +321,8 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until every live node reports `cluster_state:ok` and agrees on
+    /// the owner of every slot.
     pub fn wait_ok(&self) {
         let start = Instant::now();
         loop {

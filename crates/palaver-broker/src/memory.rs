@@ -136,10 +136,8 @@ impl Roster {
         let count = match self {
             Roster::One(one, count) if one == user => count,
             Roster::One(one, count) => {
-                let many = BTreeMap::from([(one.clone(), *count), (user.clone(), 0)]);
-                *self = Roster::Many(many);
-                let Roster::Many(many) = self else { unreachable!("just set") };
-                many.get_mut(user).expect("just inserted")
+                *self = Roster::Many(BTreeMap::from([(one.clone(), *count), (user.clone(), 1)]));
+                return true;
             }
             Roster::Many(many) => many.entry(user.clone()).or_insert(0),
         };

@@ -27,16 +27,19 @@ fn rooms_on_every_master(cluster: &RedisCluster, count: usize) -> Vec<RoomName> 
     let masters: HashSet<u16> = slot_owners.iter().copied().filter(|&p| p != 0).collect();
     assert_eq!(masters.len(), cluster.masters().len(), "every master serves slots");
     let rooms: Vec<RoomName> = (0..count).map(|i| room(&format!("r{i}"))).collect();
-    let owners: HashSet<u16> = rooms
-        .iter()
-        .map(|r| slot_owners[usize::from(cluster.slot(&format!("palaver:room:{{{r}}}")))])
-        .collect();
+    let owners: HashSet<u16> =
+        rooms.iter().map(|r| slot_owners[usize::from(slot_of(cluster, r))]).collect();
     assert_eq!(owners, masters, "pick more rooms");
     rooms
 }
 
+/// The slot of the room's keys (they share its hash tag).
+fn slot_of(cluster: &RedisCluster, room: &RoomName) -> u16 {
+    cluster.slot(&format!("palaver:room:{{{room}}}"))
+}
+
 fn owner_of(cluster: &RedisCluster, room: &RoomName) -> u16 {
-    cluster.owner(cluster.slot(&format!("palaver:room:{{{room}}}")))
+    cluster.owner(slot_of(cluster, room))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

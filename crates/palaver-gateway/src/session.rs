@@ -179,17 +179,21 @@ impl Session {
         }
     }
 
-    fn joined(&mut self, room: &RoomName) -> Option<&mut Joined> {
-        self.rooms.iter_mut().find(|j| j.membership.room() == room)
+    /// Where `room` is in [`Session::rooms`].
+    fn position(&self, room: &RoomName) -> Option<usize> {
+        self.rooms.iter().position(|j| j.membership.room() == room)
     }
 
-    fn membership(&mut self, room: &RoomName) -> Result<&mut Joined, Refusal> {
-        self.joined(room)
-            .ok_or_else(|| Refusal::new(ErrorCode::NotJoined, format!("join {room} first")))
+    /// The room this request is about, or `not_joined`.
+    fn require_joined(&mut self, room: &RoomName) -> Result<&mut Joined, Refusal> {
+        match self.position(room) {
+            Some(at) => Ok(&mut self.rooms[at]),
+            None => Err(Refusal::new(ErrorCode::NotJoined, format!("join {room} first"))),
+        }
     }
 
     async fn join(&mut self, room: RoomName, since: Option<Since>) -> Result<(), Refusal> {
-        if self.joined(&room).is_some() {
+        if self.position(&room).is_some() {
             // Already in: report where the room stands, nothing to replay.
             let head = self.app.broker.head(&room, None).await?;
             let page = self.app.broker.members_page(&room, None, JOINED_MEMBERS).await?;
@@ -348,7 +352,7 @@ impl Session {
     }
 
     async fn leave(&mut self, room: RoomName) -> Result<(), Refusal> {
-        self.membership(&room)?;
+        self.require_joined(&room)?;
         self.depart(&room).await;
         self.reply(ServerFrame::Left { room }).await;
         Ok(())
@@ -356,7 +360,7 @@ impl Session {
 
     /// Removes the membership locally and from the cluster's presence.
     async fn depart(&mut self, room: &RoomName) {
-        if let Some(at) = self.rooms.iter().position(|j| j.membership.room() == room) {
+        if let Some(at) = self.position(room) {
             self.rooms.swap_remove(at);
         }
         self.app.hub.leave(room, self.client.session());
@@ -388,7 +392,7 @@ impl Session {
         text: String,
         id: ClientMessageId,
     ) -> Result<(), Refusal> {
-        self.membership(&room)?;
+        self.require_joined(&room)?;
         // Each message is its own trace (publish here, deliver on every node),
         // linked to the connection's span rather than nested in it: a
         // long-lived connection would otherwise be one unbounded trace.
@@ -421,7 +425,7 @@ impl Session {
         }
         // Over a bus the sender's own copy comes back beside this reply: the
         // ack waits for it (briefly) so both leave in one write.
-        let membership = self.membership(&room)?.membership.clone();
+        let membership = self.require_joined(&room)?.membership.clone();
         match membership.hold_ack(&epoch, seq, ack) {
             Err(ack) => self.push(ack).await,
             Ok(released) => {
@@ -436,7 +440,7 @@ impl Session {
     }
 
     async fn typing(&mut self, room: RoomName) -> Result<(), Refusal> {
-        let joined = self.membership(&room)?;
+        let joined = self.require_joined(&room)?;
         let now = Instant::now();
         if joined.last_typing.is_some_and(|t| now.duration_since(t) < TYPING_INTERVAL) {
             return Ok(());
@@ -447,7 +451,7 @@ impl Session {
     }
 
     async fn history(&mut self, room: RoomName, query: HistoryQuery) -> Result<(), Refusal> {
-        self.membership(&room)?;
+        self.require_joined(&room)?;
         let page = self.app.broker.history(&room, query, None).await?;
         // Cut by bytes too, to the share of the queue a reply may take; a cut
         // page says `more` and the client pages on.
@@ -463,7 +467,7 @@ impl Session {
         after: Option<UserName>,
         limit: u32,
     ) -> Result<(), Refusal> {
-        self.membership(&room)?;
+        self.require_joined(&room)?;
         let mut page = self.app.broker.members_page(&room, after.as_ref(), limit as usize).await?;
         // A page of long names is cut to the share of the queue a reply may take.
         let cut = keep_members_within(&mut page.members, self.budget().saturating_sub(128));
