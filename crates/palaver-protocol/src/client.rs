@@ -275,8 +275,14 @@ pub fn check_text(text: &str, limits: &Limits) -> Result<String, (ErrorCode, Str
 /// Strips control characters other than newline and tab (NUL, escape
 /// sequences, bidi controls stay out of other people's screens and logs).
 pub fn clean_text(text: &str) -> String {
-    let keep = |c: char| c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c));
     // Nearly every text has nothing to strip: one copy, not a push per char.
+    // Printable ASCII is checked bytewise with no UTF-8 decoding and no early
+    // exit, which the compiler turns into a vector loop.
+    let printable_ascii = |b: u8| (b.wrapping_sub(b' ') < 95) | (b == b'\n') | (b == b'\t');
+    if text.bytes().fold(true, |all, b| all & printable_ascii(b)) {
+        return text.to_owned();
+    }
+    let keep = |c: char| c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c));
     if text.chars().all(keep) {
         return text.to_owned();
     }
@@ -431,6 +437,10 @@ mod tests {
         assert_eq!(clean_text(clean), clean);
         // C1 controls are stripped too.
         assert_eq!(clean_text("a\u{85}b\u{9f}"), "ab");
+        // Plain ASCII keeps every printable byte and loses DEL, CR and the rest.
+        let printable: String = (b' '..=b'~').map(char::from).collect();
+        assert_eq!(clean_text(&printable), printable);
+        assert_eq!(clean_text("a\u{7f}b\rc\u{1}d"), "abcd");
     }
 
     #[test]
