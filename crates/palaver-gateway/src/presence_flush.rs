@@ -23,7 +23,7 @@ use palaver_protocol::RoomName;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// A flush for more members than this is spread over [`SPREAD`].
+/// A flush for more members than this is cut into slices spread over time ([`spread_of`]).
 const SLICE: usize = 512;
 /// Most slices one flush is cut into (bigger flushes get bigger slices).
 const MAX_SLICES: usize = 64;
